@@ -1,0 +1,193 @@
+"""Typed configuration: one dataclass per config group, checked before any model is built.
+
+The YAML files under `conf/` only select and override; these dataclasses define what exists, the types
+and the valid ranges. `OmegaConf.to_object` instantiates them, which runs every `__post_init__` check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+ARCHITECTURES = ("svd", "svd_xt", "tiny")
+WEIGHT_SOURCES = ("pretrained", "random")
+OFFLOAD_MODES = ("none", "model", "sequential")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MAX_SIDE = 4096
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message says which one and how to fix it."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    _check(value in choices, f"{key}={value!r} is not valid: choose one of {', '.join(choices)}.")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    architecture: str = "tiny"
+    weights: str = "random"
+    repo_id: str | None = None
+    path: str | None = None
+    variant: str | None = None
+    download: bool = False
+    dtype: str = "fp32"
+    num_frames: int = 8
+    height: int = 128
+    width: int = 128
+
+    def __post_init__(self) -> None:
+        _check_choice(self.architecture, ARCHITECTURES, "model.architecture")
+        _check_choice(self.weights, WEIGHT_SOURCES, "model.weights")
+        _check_choice(self.dtype, DTYPES, "model.dtype")
+        _check(
+            self.weights != "pretrained" or bool(self.path or self.repo_id),
+            f"model.weights=pretrained needs model.path=/dir/with/model_index.json or a model.repo_id; "
+            f"the '{self.name}' preset has neither. Use model.weights=random to benchmark without weights.",
+        )
+
+
+@dataclass
+class CompileConfig:
+    unet: bool = False
+    vae: bool = False
+    mode: str = "reduce-overhead"
+    fullgraph: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice(self.mode, COMPILE_MODES, "opt.compile.mode")
+
+
+@dataclass
+class OptConfig:
+    name: str = "none"
+    offload: str = "none"
+    forward_chunking: bool = False
+    forward_chunk_size: int = 1
+    decode_chunk_size: int | None = None
+    compile: CompileConfig = field(default_factory=CompileConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice(self.offload, OFFLOAD_MODES, "opt.offload")
+        _check(
+            self.forward_chunk_size >= 1,
+            f"opt.forward_chunk_size={self.forward_chunk_size} is invalid: it must be at least 1.",
+        )
+        _check(
+            self.decode_chunk_size is None or self.decode_chunk_size >= 1,
+            f"opt.decode_chunk_size={self.decode_chunk_size} is invalid: the VAE decodes at least one frame "
+            "at a time. Use a value from 1 to num_frames, or null to decode all frames in one chunk.",
+        )
+
+    @property
+    def needs_accelerator(self) -> str | None:
+        """Why this mode cannot run on a CPU-only machine, or None if it can."""
+        if self.offload != "none":
+            return f"opt.offload={self.offload} moves weights between host and accelerator memory"
+        return None
+
+
+@dataclass
+class CondConfig:
+    name: str = "default"
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.fps >= 1, f"cond.fps={self.fps} is invalid: the frame-rate conditioning must be at least 1.")
+        _check(
+            0 <= self.motion_bucket_id <= 255,
+            f"cond.motion_bucket_id={self.motion_bucket_id} is out of range: SVD was trained with 0..255 "
+            "(127 is the default; higher means more motion).",
+        )
+        _check(
+            self.noise_aug_strength >= 0,
+            f"cond.noise_aug_strength={self.noise_aug_strength} is invalid: it must be 0 or more "
+            "(0.02 is the default; more noise means less resemblance to the image, more motion).",
+        )
+
+
+@dataclass
+class InputConfig:
+    path: str | None = None
+
+
+@dataclass
+class BenchConfig:
+    warmup: int = 1
+    repeats: int = 3
+    min_seconds: float = 0.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.warmup >= 0, f"bench.warmup={self.warmup} is invalid: use 0 or more warm-up calls.")
+        _check(self.repeats >= 1, f"bench.repeats={self.repeats} is invalid: at least one measured call is needed.")
+        _check(self.min_seconds >= 0, f"bench.min_seconds={self.min_seconds} is invalid: it must be 0 or more.")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    opt: OptConfig = field(default_factory=OptConfig)
+    cond: CondConfig = field(default_factory=CondConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    height: int = MISSING
+    width: int = MISSING
+    num_frames: int = MISSING
+    num_inference_steps: int = 25
+    min_guidance_scale: float = 1.0
+    max_guidance_scale: float = 3.0
+    seed: int = 42
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            _check(
+                value > 0 and value % 64 == 0 and value <= MAX_SIDE,
+                f"{key}={value} is invalid: it must be a positive multiple of 64 up to {MAX_SIDE} "
+                f"(SVD's native size is 576x1024), for example {key}={max(64, round(value / 64) * 64)}.",
+            )
+        _check(self.num_frames >= 1, f"num_frames={self.num_frames} is invalid: generate at least 1 frame.")
+        _check(
+            self.num_inference_steps >= 1,
+            f"num_inference_steps={self.num_inference_steps} is invalid: at least 1 denoising step is needed "
+            "(25 is the default).",
+        )
+        _check(
+            1.0 <= self.min_guidance_scale <= self.max_guidance_scale,
+            f"min_guidance_scale={self.min_guidance_scale}, max_guidance_scale={self.max_guidance_scale} are "
+            "invalid: need 1 <= min <= max (max_guidance_scale=1 turns classifier-free guidance off).",
+        )
+        _check_choice(self.dtype, DTYPES, "dtype")
+        _check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"device={self.device!r} is not valid: use auto, cpu, cuda or cuda:N.",
+        )
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Validate a composed config and return it as typed objects (raises ConfigError)."""
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as exc:  # OmegaConf type errors: a string where an int belongs, a missing value
+        raise ConfigError(f"The configuration is invalid: {exc}".strip()) from exc

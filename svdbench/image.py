@@ -1,0 +1,101 @@
+"""The conditioning image: an embedded synthetic test card (no download) or a user's file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+# Decoding is bounded by this many pixels (Pillow's decompression-bomb limit); larger files are refused.
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+class InputImageError(ValueError):
+    """The conditioning image cannot be used; the message says why and what to do."""
+
+
+def test_card(width: int = 1024, height: int = 576) -> Image.Image:
+    """A deterministic picture with edges, shapes, gradients and fine texture.
+
+    Motion and flicker are only measurable where there is structure to move or flicker: smooth
+    gradients show brightness drift, hard edges and stripes show warping and seams.
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x / max(width - 1, 1), y / max(height - 1, 1)
+    rgb = np.stack([0.15 + 0.7 * u, 0.25 + 0.5 * v, 0.85 - 0.6 * u * v], axis=-1)
+    image = Image.fromarray((rgb * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    s = min(width, height)
+    edge = max(s // 100, 1)
+    # Colour bars along the top.
+    bars = [(230, 230, 230), (230, 230, 40), (40, 230, 230), (40, 230, 40), (230, 40, 230), (230, 40, 40)]
+    for i, colour in enumerate(bars):
+        draw.rectangle([i * width // 6, 0, (i + 1) * width // 6, height // 10], fill=colour)
+    # Checkerboard patch, bottom left.
+    cell = max(s // 24, 2)
+    x0, y0 = width // 20, height - height // 20 - 6 * cell
+    for i in range(6):
+        for j in range(i % 2, 6, 2):
+            box = [x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell - 1, y0 + (j + 1) * cell - 1]
+            draw.rectangle(box, fill=(0, 0, 0))
+    # Shapes with hard edges.
+    disc = [width * 0.30, height * 0.25, width * 0.30 + s * 0.4, height * 0.25 + s * 0.4]
+    draw.ellipse(disc, fill=(250, 120, 30), outline=(20, 20, 20), width=edge)
+    box = [width * 0.62, height * 0.30, width * 0.85, height * 0.70]
+    draw.rectangle(box, fill=(30, 90, 200), outline=(255, 255, 255), width=edge)
+    triangle = [(width * 0.12, height * 0.62), (width * 0.24, height * 0.22), (width * 0.36, height * 0.62)]
+    draw.polygon(triangle, fill=(60, 180, 90))
+    # Diagonal stripes, bottom right: fine texture for the optical flow.
+    stripe = max(s // 48, 2)
+    for k in range(0, width, 3 * stripe):
+        x = width * 0.55 + k
+        draw.line([(x, height), (x + height * 0.2, height * 0.78)], fill=(20, 20, 20), width=stripe)
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB 8-bit from any mode: alpha is composited on white, 16-bit and float are rescaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I") else max(float(values.max()), 1.0)
+        image = Image.fromarray(np.clip(values / peak * 255.0, 0, 255).round().astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputImageError(
+            f"input.path={path} does not exist. Give the path of a PNG or JPEG image (relative paths are "
+            "relative to the directory you run from), or leave input.path unset to use the embedded test card."
+        )
+    if path.is_dir():
+        raise InputImageError(f"input.path={path} is a directory; it must be one image file (PNG, JPEG, ...).")
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (4096, 4096))  # JPEGs decode at a reduced size when they are huge
+            image.load()
+            return to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise InputImageError(
+            f"input.path={path} is larger than svdbench decodes ({MAX_PIXELS} pixels): {exc} Downscale it "
+            "first; it is resized to the run's width and height anyway."
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(
+            f"input.path={path} could not be read as an image ({type(exc).__name__}: {exc}). It may be "
+            "truncated or not an image at all; re-export it as PNG or JPEG."
+        ) from exc
+
+
+def conditioning_image(path: str | None, width: int, height: int) -> Image.Image:
+    """The run's conditioning image at width x height (resized as in the diffusers SVD guide)."""
+    image = test_card() if path is None else load_image(path)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image

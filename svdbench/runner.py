@@ -1,0 +1,182 @@
+"""The measurement loop: build, optimize, cold call, warm-ups, measured calls, record.
+
+Read top to bottom in `_measure`; everything else here is small helpers and turning failures into
+results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svdbench.config import RunConfig
+from svdbench.image import InputImageError, conditioning_image
+from svdbench.memory import MemoryTracker
+from svdbench.models import WeightsNotFound, build_pipeline
+from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
+from svdbench.results import Phases, RunResult, Steps, Throughput, now_iso
+from svdbench.timing import CallProbe, CallTiming, Clock, Stats
+from svdbench.video import BadFrames, to_uint8, write_mp4
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_CALLS = 1000  # bound on measured calls when bench.min_seconds asks for more
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Unsupported(
+            f"device={name} was asked for, but this machine has no usable CUDA device "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}). Use device=cpu or device=auto."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise Unsupported(f"device={name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def select_dtype(run_dtype: str, model_dtype: str, device: torch.device) -> torch.dtype:
+    if run_dtype == "auto":
+        run_dtype = model_dtype if device.type == "cuda" and model_dtype != "auto" else "fp32"
+    return TORCH_DTYPES[run_dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in TORCH_DTYPES.items()}[dtype]
+
+
+def run(cfg: RunConfig, run_dir: Path) -> RunResult:
+    """Measure one configuration; never raises for a failure that belongs in the results."""
+    result = RunResult(
+        model=cfg.model.name,
+        weights=cfg.model.weights,
+        opt=cfg.opt.name,
+        cond=cfg.cond.name,
+        num_frames=cfg.num_frames,
+        height=cfg.height,
+        width=cfg.width,
+        num_inference_steps=cfg.num_inference_steps,
+        seed=cfg.seed,
+    )
+    if cfg.model.weights == "random":
+        result.notes.append(
+            "Random weights: latency and memory are those of the real architecture, but the frames are "
+            "noise, so flicker and fidelity metrics say nothing about the model's quality."
+        )
+    try:
+        _measure(cfg, Path(run_dir), result)
+    except Unsupported as exc:
+        result.fail("unsupported", str(exc))
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        result.fail("oom", f"Out of memory ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else ''}")
+    except BadFrames as exc:
+        result.fail("nan", str(exc))
+    except (WeightsNotFound, InputImageError) as exc:
+        result.fail("error", str(exc))
+    except Exception as exc:  # anything else is still a result; the traceback goes to the log
+        log.debug("Run failed:\n%s", traceback.format_exc())
+        (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+        result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
+    result.finished_at = now_iso()
+    return result
+
+
+def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
+    device = select_device(cfg.device)
+    dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
+    result.device, result.dtype = str(device), dtype_name(dtype)
+    check_supported(cfg.opt, device)
+    image = conditioning_image(cfg.input.path, cfg.width, cfg.height)
+
+    log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, result.dtype, device)
+    pipe = build_pipeline(cfg.model, device, dtype, cfg.seed)
+    pipe = apply_optimizations(pipe, cfg.opt, device)
+    result.applied = inspect_pipeline(pipe)
+
+    clock = Clock(device)
+    result.timing_method = clock.method
+    probe = CallProbe(pipe, clock)
+    memory = MemoryTracker(device)
+
+    def call() -> np.ndarray:
+        return pipe(
+            image,
+            height=cfg.height,
+            width=cfg.width,
+            num_frames=cfg.num_frames,
+            num_inference_steps=cfg.num_inference_steps,
+            min_guidance_scale=cfg.min_guidance_scale,
+            max_guidance_scale=cfg.max_guidance_scale,
+            fps=cfg.cond.fps,
+            motion_bucket_id=cfg.cond.motion_bucket_id,
+            noise_aug_strength=cfg.cond.noise_aug_strength,
+            decode_chunk_size=cfg.opt.decode_chunk_size,
+            generator=torch.Generator("cpu").manual_seed(cfg.seed),
+            callback_on_step_end=probe.on_step_end,
+            output_type="np",
+        ).frames[0]
+
+    def progress(desc: str) -> None:
+        pipe.set_progress_bar_config(desc=desc, leave=False, disable=not cfg.bench.progress)
+
+    progress("cold call")
+    _, cold = probe.measure(call)
+    result.latency.cold_s = cold.total_s
+    log.info("cold call: %.3f s", cold.total_s)
+    for i in range(cfg.bench.warmup):
+        progress(f"warm-up {i + 1}/{cfg.bench.warmup}")
+        result.latency.warmup_s.append(probe.measure(call)[1].total_s)
+
+    measured: list[CallTiming] = []
+    while len(measured) < MAX_CALLS and (
+        len(measured) < cfg.bench.repeats or sum(t.total_s for t in measured) < cfg.bench.min_seconds
+    ):
+        progress(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
+        with memory.track():
+            frames, timing = probe.measure(call)
+        measured.append(timing)
+        result.memory = memory.last if result.memory is None else result.memory.merge(memory.last)
+        log.info("measured call %d: %.3f s", len(measured), timing.total_s)
+    summarize(result, cold, measured, cfg)
+
+    video = to_uint8(frames)
+    write_mp4(run_dir / "video.mp4", video, fps=cfg.cond.fps)
+    result.files["video"] = "video.mp4"
+
+
+def summarize(result: RunResult, cold: CallTiming, measured: list[CallTiming], cfg: RunConfig) -> None:
+    """Fill latency, phases, steps and throughput from the measured calls."""
+    totals = [t.total_s for t in measured]
+    stats = Stats.of(totals)
+    result.latency.calls_s = totals
+    result.latency.stats = stats
+    if cfg.opt.compile.unet or cfg.opt.compile.vae:
+        result.latency.compile_overhead_s = cold.total_s - stats.median
+
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
+    phases = Phases(
+        conditioning_s=median([t.conditioning_s for t in measured]),
+        denoising_s=median([t.denoising_s for t in measured]),
+        decode_s=median([t.decode_s for t in measured]),
+        other_s=median([t.other_s for t in measured]),
+        coverage=median([(t.total_s - t.other_s) / t.total_s for t in measured]),
+    )
+    result.phases = phases
+    all_steps = [s for t in measured for s in t.steps_s]
+    step_stats = Stats.of(all_steps)
+    result.steps = Steps(
+        per_call_s=[t.steps_s for t in measured],
+        s_per_step=step_stats.median,
+        it_per_s=1.0 / step_stats.median,
+        stats=step_stats,
+    )
+    result.throughput = Throughput(frames_per_s=cfg.num_frames / stats.median, s_per_video=stats.median)

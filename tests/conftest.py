@@ -1,0 +1,72 @@
+"""Shared test helpers: real Hydra composition, real tiny pipelines, real subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from svdbench.config import RunConfig, register_configs, to_run_config
+from svdbench.results import RunResult
+from svdbench.runner import run
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+# A run small enough for a unit test: two denoising steps, one measured call, no warm-up.
+FAST = ["num_inference_steps=2", "bench.warmup=0", "bench.repeats=1", "bench.progress=false"]
+
+register_configs()
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def typed_config(*overrides: str) -> RunConfig:
+    return to_run_config(compose_config(*overrides))
+
+
+def run_tiny(run_dir: Path, *overrides: str) -> RunResult:
+    """One real measurement of the tiny model, in this process."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run(typed_config(*FAST, *overrides), run_dir)
+
+
+def offline_env(tmp_path: Path | None = None) -> dict[str, str]:
+    """The environment of a machine without network: no Hub, W&B offline."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    if tmp_path is not None:
+        env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: nothing was ever downloaded
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m svdbench ARGS` in a subprocess, run from `tmp_path` like a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "svdbench", *args],
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline():
+    """A tiny random pipeline on the CPU, built once per session (read-only use)."""
+    import torch
+
+    from svdbench.models import build_random_pipeline
+
+    return build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
