@@ -65,6 +65,8 @@ class Throughput:
 class RunResult:
     status: str = "ok"
     reason: str | None = None
+    config_hash: str | None = None
+    frames_hash: str | None = None
     model: str = ""
     weights: str = ""
     opt: str = ""

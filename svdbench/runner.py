@@ -18,6 +18,7 @@ from svdbench.image import InputImageError, conditioning_image
 from svdbench.memory import MemoryTracker
 from svdbench.models import WeightsNotFound, build_pipeline
 from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
+from svdbench.record import config_hash, frames_hash
 from svdbench.results import Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.timing import CallProbe, CallTiming, Clock, Stats
 from svdbench.video import BadFrames, to_uint8, write_mp4
@@ -55,6 +56,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 def run(cfg: RunConfig, run_dir: Path) -> RunResult:
     """Measure one configuration; never raises for a failure that belongs in the results."""
     result = RunResult(
+        config_hash=config_hash(cfg),
         model=cfg.model.name,
         weights=cfg.model.weights,
         opt=cfg.opt.name,
@@ -147,6 +149,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
     summarize(result, cold, measured, cfg)
 
     video = to_uint8(frames)
+    result.frames_hash = frames_hash(video)
     write_mp4(run_dir / "video.mp4", video, fps=cfg.cond.fps)
     result.files["video"] = "video.mp4"
 

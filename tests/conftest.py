@@ -41,6 +41,8 @@ def run_tiny(run_dir: Path, *overrides: str) -> RunResult:
 def offline_env(tmp_path: Path | None = None) -> dict[str, str]:
     """The environment of a machine without network: no Hub, W&B offline."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    # The svdbench of this checkout, whatever an editable install elsewhere points to.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if tmp_path is not None:
         env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: nothing was ever downloaded
     return env
