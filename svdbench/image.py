@@ -99,3 +99,6 @@ def conditioning_image(path: str | None, width: int, height: int) -> Image.Image
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
     return image
+
+
+test_card.__test__ = False  # a picture maker, not a pytest test, whatever pytest makes of the name

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from svdbench.config import RunConfig
+from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.memory import MemoryTracker
 from svdbench.models import WeightsNotFound, build_pipeline
@@ -72,6 +73,7 @@ def run(cfg: RunConfig, run_dir: Path) -> RunResult:
             "Random weights: latency and memory are those of the real architecture, but the frames are "
             "noise, so flicker and fidelity metrics say nothing about the model's quality."
         )
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     try:
         _measure(cfg, Path(run_dir), result)
     except Unsupported as exc:
@@ -147,11 +149,32 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
         result.memory = memory.last if result.memory is None else result.memory.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
     summarize(result, cold, measured, cfg)
+    result.flops = flop_report(pipe, cfg, result, device, dtype)
 
     video = to_uint8(frames)
     result.frames_hash = frames_hash(video)
     write_mp4(run_dir / "video.mp4", video, fps=cfg.cond.fps)
     result.files["video"] = "video.mp4"
+
+
+def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype) -> dict | None:
+    """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing."""
+    try:
+        flops = call_flops(
+            pipe,
+            height=cfg.height,
+            width=cfg.width,
+            num_frames=cfg.num_frames,
+            steps=cfg.num_inference_steps,
+            guidance=cfg.max_guidance_scale > 1.0,
+            decode_chunk_size=cfg.opt.decode_chunk_size,
+        )
+        peak, source = device_peak_tflops(device, dtype)
+    except Exception as exc:  # a model the counter cannot trace must not cost the timing results
+        log.warning("FLOP counting failed: %s", exc)
+        result.notes.append(f"FLOPs not counted: {type(exc).__name__}: {exc}")
+        return None
+    return utilization(flops, result.phases.denoising_s, result.latency.stats.median, peak, source)
 
 
 def summarize(result: RunResult, cold: CallTiming, measured: list[CallTiming], cfg: RunConfig) -> None:

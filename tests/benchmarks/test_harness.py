@@ -1,0 +1,73 @@
+"""Benchmarks of the harness itself: `pytest -m benchmark tests/benchmarks`.
+
+These record ratios measured side by side in one process (interleaved, so that a noisy neighbour
+slows both sides alike), not absolute times; pytest-benchmark keeps the raw numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from svdbench.image import test_card
+from svdbench.memory import MemoryTracker
+from svdbench.models import build_random_pipeline
+from svdbench.runner import run
+from svdbench.timing import CallProbe, Clock
+
+from ..conftest import typed_config
+
+pytestmark = pytest.mark.benchmark
+OVERHEAD_TARGET = 1.03  # svdbench's measured latency within 3 percent of a bare pipe(...) call
+
+
+def test_harness_overhead_against_a_bare_pipeline_call(benchmark):
+    """The same tiny pipeline called bare and through svdbench's probe and memory tracker, alternately."""
+    kwargs = dict(height=128, width=128, num_frames=8, num_inference_steps=10, output_type="np")
+    image = test_card(128, 128)
+    bare_pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
+    probed_pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
+    for pipe in (bare_pipe, probed_pipe):
+        pipe.set_progress_bar_config(disable=True)
+    probe, tracker = CallProbe(probed_pipe, Clock(torch.device("cpu"))), MemoryTracker(torch.device("cpu"))
+    bare_s, harness_s = [], []
+
+    def bare():
+        start = time.perf_counter()
+        bare_pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)
+        bare_s.append(time.perf_counter() - start)
+
+    def harnessed():
+        call = lambda: probed_pipe(  # noqa: E731
+            image, generator=torch.Generator().manual_seed(0), callback_on_step_end=probe.on_step_end, **kwargs
+        )
+        with tracker.track():
+            _, timing = probe.measure(call)
+        harness_s.append(timing.total_s)
+
+    bare(), harnessed()  # warm both
+
+    def pair():
+        bare()
+        harnessed()
+
+    bare_s.clear(), harness_s.clear()
+    benchmark.pedantic(pair, rounds=15, iterations=1)
+    ratio = statistics.median(harness_s) / statistics.median(bare_s)
+    benchmark.extra_info.update(
+        bare_median_s=statistics.median(bare_s), svdbench_median_s=statistics.median(harness_s), ratio=ratio
+    )
+    print(f"\nsvdbench / bare = {ratio:.4f} (bare {statistics.median(bare_s):.4f} s)")
+    assert ratio < OVERHEAD_TARGET
+
+
+def test_tiny_default_end_to_end(benchmark, tmp_path):
+    """The embedded default (tiny model, 25 steps, 1 warm-up, 3 measured calls) through the runner."""
+    cfg = typed_config("bench.progress=false")
+    rounds = iter(range(100))
+    result = benchmark.pedantic(lambda: run(cfg, tmp_path / f"run{next(rounds)}"), rounds=2, iterations=1)
+    assert result.status == "ok"
+    benchmark.extra_info.update(median_call_s=result.latency.stats.median, cold_s=result.latency.cold_s)
