@@ -152,6 +152,7 @@ class RunConfig:
     seed: int = 42
     device: str = "auto"
     dtype: str = "auto"
+    save_frames: bool = True
 
     def __post_init__(self) -> None:
         for key in ("height", "width"):

@@ -11,7 +11,7 @@ import numpy as np
 from svdbench.config import RunConfig
 
 # Keys that change how a run is shown, not what it measures or generates.
-PRESENTATION_KEYS = {("bench", "progress"), ("logger",)}
+PRESENTATION_KEYS = {("bench", "progress"), ("logger",), ("save_frames",)}
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -155,6 +155,9 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
     result.frames_hash = frames_hash(video)
     write_mp4(run_dir / "video.mp4", video, fps=cfg.cond.fps)
     result.files["video"] = "video.mp4"
+    if cfg.save_frames:  # exact frames: the mp4 is lossy, comparisons between runs need the real pixels
+        np.savez_compressed(run_dir / "frames.npz", frames=video)
+        result.files["frames"] = "frames.npz"
 
 
 def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype) -> dict | None:

@@ -21,6 +21,9 @@ def test_default_run_end_to_end(tmp_path):
     assert frames.shape == (8, 128, 128, 3)
     assert fps == 7
     assert frames.std() > 5  # a picture, not a flat colour
+    exact = np.load(run_dir / "frames.npz")["frames"]
+    assert exact.shape == frames.shape and exact.dtype == np.uint8
+    assert np.abs(exact.astype(int) - frames.astype(int)).mean() < 8  # the mp4 is lossy, but the same video
     result = read_json(run_dir / "results.json")
     assert result["status"] == "ok"
     assert result["latency"]["stats"]["n"] == 3 and result["latency"]["stats"]["median"] > 0
