@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run directory (with results.json and .hydra/)")
     parser.add_argument("--out", type=Path, help="the replay's run directory (default RUN_DIR/replay-<time>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. logger=none")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after --out
     run_dir = args.run_dir.resolve()
     try:
         old, overrides = load_record(run_dir)
