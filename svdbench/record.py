@@ -14,8 +14,10 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import psutil
@@ -28,6 +30,7 @@ from svdbench.results import Environment, Gpu, Provenance
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "wandb", "numpy")
 
 # Keys that change how a run is shown, not what it measures or generates.
@@ -99,7 +102,7 @@ def provenance(overrides: list[str]) -> Provenance:
     )
 
 
-def _try(read):
+def _try(read: Callable[[], T]) -> T | None:
     try:
         return read()
     except Exception as exc:  # a missing /proc entry or sensor is a None in the record, not a lost run
