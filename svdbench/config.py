@@ -16,6 +16,8 @@ ARCHITECTURES = ("svd", "svd_xt", "tiny")
 WEIGHT_SOURCES = ("pretrained", "random")
 OFFLOAD_MODES = ("none", "model", "sequential")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LOGGERS = ("wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
 MAX_SIDE = 4096
 
 
@@ -137,12 +139,36 @@ class BenchConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Where results go besides the run directory. Offline by default: a fresh machine has no W&B account."""
+
+    name: str = "wandb"
+    project: str = "svdbench"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
+    mode: str = "offline"
+    init_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_choice(self.name, LOGGERS, "logger.name")
+        _check_choice(self.mode, WANDB_MODES, "logger.mode")
+        _check(
+            self.init_timeout_s > 0,
+            f"logger.init_timeout_s={self.init_timeout_s} is invalid: W&B needs some seconds to start (30 is "
+            "the default); use logger=none to turn W&B off.",
+        )
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     opt: OptConfig = field(default_factory=OptConfig)
     cond: CondConfig = field(default_factory=CondConfig)
     input: InputConfig = field(default_factory=InputConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     height: int = MISSING
     width: int = MISSING
     num_frames: int = MISSING

@@ -1,14 +1,37 @@
-"""Identity of a run: what configuration produced it and what it produced (hashes)."""
+"""Identity of a run: what configuration produced it and what it produced (hashes), on which machine and
+software (environment), from which code and command (provenance).
+
+The collectors never raise: a record with a field set to None is worth more than no record.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import psutil
+import torch
 
+import svdbench
 from svdbench.config import RunConfig
+from svdbench.memory import GIB
+from svdbench.results import Environment, Gpu, Provenance
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "wandb", "numpy")
 
 # Keys that change how a run is shown, not what it measures or generates.
 PRESENTATION_KEYS = {("bench", "progress"), ("logger",), ("save_frames",)}
@@ -32,3 +55,103 @@ def frames_hash(frames: np.ndarray) -> str:
     digest = hashlib.sha256(str((frames.shape, str(frames.dtype))).encode())
     digest.update(frames.tobytes())
     return digest.hexdigest()[:16]
+
+
+def environment() -> Environment:
+    """The machine and the versions that matter for a measurement, read without touching the GPU's state."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    cuda = torch.cuda.is_available()
+    gpus = []
+    if cuda:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            gpus.append(Gpu(props.name, round(props.total_memory / GIB, 2), f"{props.major}.{props.minor}"))
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    ram = _try(lambda: psutil.virtual_memory().total / GIB)
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        packages=packages,
+        torch_threads=torch.get_num_threads(),
+        cpu_model=_cpu_model(),
+        cpu_cores_logical=os.cpu_count(),
+        cpu_cores_physical=_try(lambda: psutil.cpu_count(logical=False)),
+        ram_gib=round(ram, 2) if ram else None,
+        cuda=torch.version.cuda,
+        cudnn=str(cudnn) if cudnn else None,
+        gpu_driver=_gpu_driver() if cuda else None,
+        gpus=gpus,
+    )
+
+
+def provenance(overrides: list[str]) -> Provenance:
+    commit, dirty = _git_state(Path(svdbench.__file__).resolve().parent.parent)
+    return Provenance(
+        svdbench_version=svdbench.__version__,
+        git_commit=commit,
+        git_dirty=dirty,
+        argv=list(sys.argv),
+        executable=sys.executable,
+        cwd=os.getcwd(),
+        overrides=list(overrides),
+    )
+
+
+def _try(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except Exception as exc:  # a missing /proc entry or sensor is a None in the record, not a lost run
+        log.debug("Could not read an environment value: %s", exc)
+        return None
+
+
+def _cpu_model() -> str | None:
+    def from_proc() -> str | None:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        return None
+
+    return _try(from_proc) or platform.processor() or None
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver version: NVML when pynvml is installed, else the kernel module's version file."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # pynvml absent or NVML unusable: try the file the driver itself writes
+        pass
+
+    def from_proc() -> str | None:
+        text = Path("/proc/driver/nvidia/version").read_text()
+        words = text.split("Kernel Module", 1)[1].split() if "Kernel Module" in text else []
+        return words[0] if words else None
+
+    return _try(from_proc)
+
+
+def _git_state(root: Path) -> tuple[str | None, bool | None]:
+    """Commit and dirty flag of the checkout svdbench runs from; (None, None) if it is not one or git is absent."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        # An installed svdbench can sit inside some other repository (a venv in a project): not our commit.
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None, None
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None

@@ -17,6 +17,7 @@ from svdbench.timing import Stats
 
 STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted")
 RESULTS_FILE = "results.json"
+STEPS_FILE = "steps.csv"
 
 
 def now_iso() -> str:
@@ -62,6 +63,44 @@ class Throughput:
 
 
 @dataclass
+class Gpu:
+    name: str
+    memory_gib: float
+    capability: str  # CUDA compute capability, e.g. "9.0"
+
+
+@dataclass
+class Environment:
+    """The machine and software a run measured; None where this machine cannot say (no GPU, no /proc)."""
+
+    python: str
+    platform: str
+    packages: dict[str, str | None]  # installed versions; None = not installed
+    torch_threads: int  # intra-op threads: CPU timings depend on it
+    cpu_model: str | None
+    cpu_cores_logical: int | None
+    cpu_cores_physical: int | None
+    ram_gib: float | None
+    cuda: str | None  # the CUDA version torch was built with
+    cudnn: str | None
+    gpu_driver: str | None
+    gpus: list[Gpu] = field(default_factory=list)
+
+
+@dataclass
+class Provenance:
+    """What code ran and how it was started, so the run can be repeated (`python -m svdbench.replay`)."""
+
+    svdbench_version: str
+    git_commit: str | None  # None when svdbench does not run from a git checkout or git is absent
+    git_dirty: bool | None  # uncommitted changes in that checkout: the commit alone does not describe the code
+    argv: list[str]
+    executable: str
+    cwd: str  # relative paths in the overrides (input.path=...) are relative to this directory
+    overrides: list[str]  # the Hydra overrides of this run, as in .hydra/overrides.yaml
+
+
+@dataclass
 class RunResult:
     status: str = "ok"
     reason: str | None = None
@@ -89,6 +128,8 @@ class RunResult:
     files: dict[str, str] = field(default_factory=dict)
     timing_method: str = ""
     notes: list[str] = field(default_factory=list)
+    environment: Environment | None = None
+    provenance: Provenance | None = None
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
 
@@ -111,14 +152,29 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def flatten(data: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level: {"opt": {"name": "none"}} -> {"opt.name": "none"} with sep=".". Lists stay."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, sep, name))
+        else:
+            flat[name] = value
+    return flat
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same directory and rename: readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is meant to be read by others
@@ -131,6 +187,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_results(run_dir: Path, result: RunResult) -> Path:
     path = Path(run_dir) / RESULTS_FILE
     write_json_atomic(path, result.to_dict())
+    return path
+
+
+def write_steps_csv(run_dir: Path, result: RunResult) -> Path | None:
+    """Every denoising step of every measured call, one row each, for plotting outside svdbench."""
+    if result.steps is None:
+        return None
+    lines = ["call,step,seconds"]
+    for call, steps in enumerate(result.steps.per_call_s):
+        lines += [f"{call},{step},{seconds!r}" for step, seconds in enumerate(steps)]
+    path = Path(run_dir) / STEPS_FILE
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

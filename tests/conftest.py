@@ -48,12 +48,14 @@ def offline_env(tmp_path: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m svdbench ARGS` in a subprocess, run from `tmp_path` like a user would."""
+def run_cli(
+    tmp_path: Path, *args: str, timeout: float = 300, module: str = "svdbench", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m svdbench ARGS` (or another module) in a subprocess, run from `tmp_path` like a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "svdbench", *args],
+        [sys.executable, "-m", module, *args],
         cwd=tmp_path,
-        env=offline_env(tmp_path),
+        env=offline_env(tmp_path) if env is None else env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -72,3 +74,17 @@ def tiny_pipeline():
     from svdbench.models import build_random_pipeline
 
     return build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
+
+
+# One experiment recorded once per session and read by the W&B and record tests: two measured calls of two
+# steps, non-default values that must arrive in W&B and in the record.
+EXPERIMENT = [*FAST, "bench.repeats=2", "opt=chunking", "cond.motion_bucket_id=100"]
+
+
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A real CLI run with W&B offline (the default logger): (run directory, finished process)."""
+    cwd = tmp_path_factory.mktemp("recorded")
+    proc = run_cli(cwd, "hydra.run.dir=run", *EXPERIMENT, "logger.tags=[test,tiny]", "logger.notes='from the tests'")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "run", proc
