@@ -162,12 +162,26 @@ class LoggerConfig:
 
 
 @dataclass
+class SweepConfig:
+    isolate: bool = True
+    redo: bool = False
+    flicker_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.flicker_limit is None or self.flicker_limit >= 0,
+            f"sweep.flicker_limit={self.flicker_limit} is invalid: it is a warp error (0 or more), or null for none.",
+        )
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     opt: OptConfig = field(default_factory=OptConfig)
     cond: CondConfig = field(default_factory=CondConfig)
     input: InputConfig = field(default_factory=InputConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     height: int = MISSING
     width: int = MISSING

@@ -109,6 +109,7 @@ class MemoryTracker:
         self.device = device
         self.use_hwm = not force_sampling and _reset_hwm()
         self.host_method = "kernel VmHWM after reset" if self.use_hwm else "RSS sampled at 200 Hz"
+        self.last: MemoryPeak | None = None
 
     @contextmanager
     def track(self):

@@ -34,7 +34,7 @@ T = TypeVar("T")
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "wandb", "numpy")
 
 # Keys that change how a run is shown, not what it measures or generates.
-PRESENTATION_KEYS = {("bench", "progress"), ("logger",), ("save_frames",)}
+PRESENTATION_KEYS = {("bench", "progress"), ("logger",), ("save_frames",), ("sweep",)}
 
 
 def config_hash(cfg: RunConfig) -> str:

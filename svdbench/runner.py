@@ -78,18 +78,45 @@ def run(cfg: RunConfig, run_dir: Path) -> RunResult:
         _measure(cfg, Path(run_dir), result)
     except Unsupported as exc:
         result.fail("unsupported", str(exc))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        result.fail("oom", f"Out of memory ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else ''}")
     except BadFrames as exc:
         result.fail("nan", str(exc))
     except (WeightsNotFound, InputImageError) as exc:
         result.fail("error", str(exc))
     except Exception as exc:  # anything else is still a result; the traceback goes to the log
+        if is_out_of_memory(exc):
+            result.fail("oom", oom_reason(exc, cfg, result))
+            result.finished_at = now_iso()
+            return result
         log.debug("Run failed:\n%s", traceback.format_exc())
         (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
         result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
     result.finished_at = now_iso()
     return result
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, Python/numpy MemoryError, or the CPU allocator's "can't allocate memory"."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    peak = ""
+    if result.memory is not None:
+        device = result.memory.device_max_reserved_gib
+        peak = f" Peak reached: host {result.memory.host_peak_gib:.2f} GiB" + (
+            f", device {device:.2f} GiB reserved." if device is not None else "."
+        )
+    return (
+        f"Out of memory ({type(exc).__name__}: {first_line}) with model={cfg.model.name}, opt={cfg.opt.name}, "
+        f"{cfg.height}x{cfg.width}, {cfg.num_frames} frames, decode_chunk_size={cfg.opt.decode_chunk_size or 'all'}, "
+        f"dtype={result.dtype or cfg.dtype}, device={result.device or cfg.device}."
+        f"{peak} Try opt=lowmem, a smaller opt.decode_chunk_size, opt.forward_chunking=true, fewer frames or a "
+        "smaller size."
+    )
 
 
 def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
@@ -127,27 +154,34 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
             output_type="np",
         ).frames[0]
 
-    def progress(desc: str) -> None:
+    def tracked(desc: str) -> tuple[np.ndarray, CallTiming]:
+        """One call with its memory tracked; if it fails, its peak goes into the result."""
         pipe.set_progress_bar_config(desc=desc, leave=False, disable=not cfg.bench.progress)
+        try:
+            with memory.track():
+                return probe.measure(call)
+        except BaseException:
+            if memory.last is not None:
+                result.memory = memory.last
+                result.notes.append(f"Memory: the peak reached during the failed {desc} call.")
+            raise
 
-    progress("cold call")
-    _, cold = probe.measure(call)
+    _, cold = tracked("cold call")
     result.latency.cold_s = cold.total_s
     log.info("cold call: %.3f s", cold.total_s)
     for i in range(cfg.bench.warmup):
-        progress(f"warm-up {i + 1}/{cfg.bench.warmup}")
-        result.latency.warmup_s.append(probe.measure(call)[1].total_s)
+        result.latency.warmup_s.append(tracked(f"warm-up {i + 1}/{cfg.bench.warmup}")[1].total_s)
 
     measured: list[CallTiming] = []
+    peak = None
     while len(measured) < MAX_CALLS and (
         len(measured) < cfg.bench.repeats or sum(t.total_s for t in measured) < cfg.bench.min_seconds
     ):
-        progress(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
-        with memory.track():
-            frames, timing = probe.measure(call)
+        frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
         measured.append(timing)
-        result.memory = memory.last if result.memory is None else result.memory.merge(memory.last)
+        peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
+    result.memory = peak
     summarize(result, cold, measured, cfg)
     result.flops = flop_report(pipe, cfg, result, device, dtype)
 

@@ -1,0 +1,150 @@
+"""Sweeps: isolated jobs, failures as results, resumption, summary, comparison, launchers, Optuna."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from svdbench.compare import pareto_front
+
+from .conftest import FAST, read_json, run_cli
+
+QUIET = [*FAST, "logger=none"]
+
+
+def sweep_results(sweep_dir):
+    return {p.parent.name: read_json(p) for p in sorted(sweep_dir.glob("*/results.json"))}
+
+
+def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
+    """An unsupported mode, NaN frames and a good job in one sweep: three records, a summary, exit 1."""
+    proc = run_cli(
+        tmp_path,
+        "-m",
+        "hydra.sweep.dir=sweep",
+        "opt=offload,none",
+        "cond.noise_aug_strength=0.02,1e39",  # 1e39 overflows float32: the frames come out NaN
+        *QUIET,
+    )
+    results = sweep_results(tmp_path / "sweep")
+    statuses = sorted(r["status"] for r in results.values())
+    assert statuses == ["nan", "ok", "unsupported", "unsupported"]
+    assert proc.returncode == 1
+    assert "Sweep finished: 4 jobs: 2 unsupported, 1 nan, 1 ok" in proc.stderr
+    nan = next(r for r in results.values() if r["status"] == "nan")
+    assert "NaN" in nan["reason"] and nan["latency"]["stats"]["median"] > 0  # timings kept all the same
+    # Every job ran in a process of its own.
+    assert all("hydra.mode=RUN" in r["provenance"]["argv"] for r in results.values())
+
+
+def test_jobs_do_not_inherit_memory_from_earlier_jobs(tmp_path):
+    """A big job first, then a small one: the small job's peak is what it is when run alone."""
+    sweep = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "height=512,128", "width=512,128", *QUIET)
+    alone = run_cli(tmp_path, "hydra.run.dir=alone", "height=128", "width=128", *QUIET)
+    assert sweep.returncode == 0 and alone.returncode == 0, sweep.stderr[-2000:]
+    small = next(r for r in sweep_results(tmp_path / "sweep").values() if (r["height"], r["width"]) == (128, 128))
+    big = next(r for r in sweep_results(tmp_path / "sweep").values() if (r["height"], r["width"]) == (512, 512))
+    single = read_json(tmp_path / "alone" / "results.json")
+    assert big["memory"]["host_peak_gib"] > 1.5 * single["memory"]["host_peak_gib"]
+    assert small["memory"]["host_peak_gib"] == pytest.approx(single["memory"]["host_peak_gib"], rel=0.15)
+
+
+def test_rerunning_a_sweep_skips_complete_jobs_and_redoes_the_rest(tmp_path):
+    args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60,180", *QUIET]
+    assert run_cli(tmp_path, *args).returncode == 0
+    first = sweep_results(tmp_path / "sweep")
+    # Job 1 was interrupted: its record says so.
+    interrupted = dict(first["1"], status="interrupted")
+    (tmp_path / "sweep" / "1" / "results.json").write_text(json.dumps(interrupted))
+    again = run_cli(tmp_path, *args)
+    assert again.returncode == 0
+    assert again.stderr.count("Skipping") == 1
+    second = sweep_results(tmp_path / "sweep")
+    assert second["0"]["started_at"] == first["0"]["started_at"]  # kept
+    assert second["1"]["status"] == "ok" and second["1"]["started_at"] != first["1"]["started_at"]  # redone
+    assert (tmp_path / "sweep" / "1" / "results.previous.json").exists()  # the earlier record is kept aside
+    redo = run_cli(tmp_path, *args, "sweep.redo=true")
+    assert redo.returncode == 0 and "Skipping" not in redo.stderr
+
+
+def test_sweep_writes_a_comparison_against_the_baseline(tmp_path):
+    proc = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "opt=none,chunking", "opt.decode_chunk_size=null,2", *QUIET)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    for name in ("comparison.md", "comparison.csv", "pareto.png"):
+        assert (sweep / name).is_file(), name
+    rows = {(r["opt"], r["opt.decode_chunk_size"]): r for r in csv.DictReader(open(sweep / "comparison.csv"))}
+    baseline = rows[("none", "null")]
+    assert float(baseline["speedup"]) == pytest.approx(1.0)
+    assert baseline["psnr_vs_baseline_db"] == ""  # not compared with itself
+    # Forward chunking is lossless: the same frames as the baseline (PSNR capped or very high).
+    assert float(rows[("chunking", "null")]["psnr_vs_baseline_db"]) > 60
+    assert rows[("chunking", "2")]["baseline"] == baseline["job"]
+    assert "| job |" in (sweep / "comparison.md").read_text()
+
+
+def test_compare_command_line(tmp_path):
+    run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "opt=none,chunking", *QUIET)
+    proc = run_cli(tmp_path, "sweep", "--out", "report", module="svdbench.compare")
+    assert proc.returncode == 0, proc.stderr
+    assert "| job |" in proc.stdout and (tmp_path / "report" / "pareto.png").is_file()
+    missing = run_cli(tmp_path, "nowhere", module="svdbench.compare")
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def test_pareto_front():
+    points = [(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (4.0, 1.0), (2.5, 3.0)]
+    assert pareto_front(points) == [0, 1, 3]
+
+
+@pytest.mark.parametrize("experiment", ["guide", "decode_chunks", "tradeoff"])
+def test_experiments_compose_as_multiruns(tmp_path, experiment):
+    proc = run_cli(tmp_path, f"experiment={experiment}", "--cfg", "hydra")
+    assert proc.returncode == 0, proc.stderr
+    hydra = yaml.safe_load(proc.stdout)["hydra"]
+    assert hydra["mode"] == "MULTIRUN" and hydra["sweeper"]["params"]
+
+
+def test_decode_chunks_experiment_runs_for_real(tmp_path):
+    proc = run_cli(tmp_path, "experiment=decode_chunks", "hydra.sweep.dir=sweep", *QUIET)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "comparison.csv")))
+    assert len(rows) == 5
+    baseline = next(r for r in rows if r["opt.decode_chunk_size"] == "null")
+    assert all(r["baseline"] == baseline["job"] for r in rows)
+
+
+def test_submitit_local_launcher_runs_a_real_multirun(tmp_path):
+    proc = run_cli(
+        tmp_path,
+        "-m",
+        "hydra/launcher=local",
+        "hydra.sweeper.max_batch_size=1",
+        "hydra.sweep.dir=sweep",
+        "cond.motion_bucket_id=60,180",
+        *QUIET,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sweep_results(tmp_path / "sweep")
+    assert len(results) == 2 and {r["status"] for r in results.values()} == {"ok"}
+    assert (tmp_path / "sweep" / ".submitit").is_dir()
+
+
+def test_optuna_tradeoff_search_with_a_few_tiny_trials(tmp_path):
+    proc = run_cli(
+        tmp_path,
+        "experiment=tradeoff",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.population_size=2",
+        "hydra.sweep.dir=sweep",
+        "sweep.flicker_limit=null",
+        *QUIET,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sweep_results(tmp_path / "sweep")
+    assert len(results) == 3 and {r["status"] for r in results.values()} == {"ok"}
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["solutions"]  # the Pareto-optimal trials Optuna found
