@@ -1,0 +1,104 @@
+"""`python -m svdbench.metrics VIDEO`: the flicker suite of any video, as a table or one JSON object.
+
+VIDEO is an mp4 (or anything ffmpeg reads), a gif, or a folder of frame images in name order. Results go
+to stdout and nothing else does, so `--json` output can be piped; problems go to stderr, and unusable
+input exits with status 2 and one paragraph saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from svdbench.metrics.definitions import METRICS
+from svdbench.metrics.io import VideoInputError, load_frames, load_reference
+
+log = logging.getLogger("svdbench.metrics")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m svdbench.metrics",
+        description="Weight-free flicker and temporal-consistency metrics of a video (definitions: docs/metrics.md).",
+    )
+    parser.add_argument(
+        "video", type=Path, help="an mp4 (or other ffmpeg-readable video), a gif, or a folder of frames"
+    )
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
+    parser.add_argument(
+        "--decode-chunk-size",
+        type=int,
+        metavar="N",
+        help="the VAE decode chunk the video was made with, for the chunk-boundary ratios",
+    )
+    parser.add_argument("--reference", type=Path, metavar="IMAGE", help="conditioning image, for first-frame PSNR/SSIM")
+    parser.add_argument(
+        "--pictures", type=Path, metavar="DIR", help="also write filmstrip.png and flicker.png into this folder"
+    )
+    args = parser.parse_args(argv)
+    if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
+        parser.error(f"--decode-chunk-size must be a positive number of frames, got {args.decode_chunk_size}")
+    return args
+
+
+def _format(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and len(value) > 8:
+        return f"{len(value)} values (see --json)"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def table(suite: dict) -> str:
+    rows = [(name, _format(value), METRICS[name].unit, METRICS[name].direction) for name, value in suite.items()]
+    header = ("metric", "value", "unit", "direction")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    from svdbench.metrics.suite import compute_suite
+
+    start = time.perf_counter()
+    try:
+        frames = load_frames(args.video)
+        reference = load_reference(args.reference) if args.reference is not None else None
+        suite = compute_suite(frames, decode_chunk_size=args.decode_chunk_size, reference=reference)
+    except ValueError as exc:  # VideoInputError, and compute_suite's refusals of unusable frames
+        print(
+            f"error: {args.video}: {exc}" if not isinstance(exc, VideoInputError) else f"error: {exc}", file=sys.stderr
+        )
+        return 2
+    log.info(
+        "%s: %d frames of %d x %d px (h x w), metrics in %.2f s",
+        args.video,
+        *frames.shape[:3],
+        time.perf_counter() - start,
+    )
+    if args.pictures is not None:
+        from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
+
+        args.pictures.mkdir(parents=True, exist_ok=True)
+        save_filmstrip(frames, args.pictures / "filmstrip.png")
+        save_flicker_plot(suite, args.pictures / "flicker.png")
+        log.info("pictures in %s", args.pictures)
+    print(json.dumps(suite, allow_nan=False) if args.json else table(suite))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
