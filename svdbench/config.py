@@ -162,6 +162,13 @@ class LoggerConfig:
 
 
 @dataclass
+class MetricsConfig:
+    enabled: bool = True
+    paired_decode: bool = True
+    pictures: bool = True
+
+
+@dataclass
 class SweepConfig:
     isolate: bool = True
     redo: bool = False
@@ -181,6 +188,7 @@ class RunConfig:
     cond: CondConfig = field(default_factory=CondConfig)
     input: InputConfig = field(default_factory=InputConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     height: int = MISSING

@@ -17,6 +17,8 @@ from svdbench.config import RunConfig
 from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.memory import MemoryTracker
+from svdbench.metrics import compute_suite, paired_chunk_psnr
+from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
 from svdbench.models import WeightsNotFound, build_pipeline
 from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
 from svdbench.record import config_hash, frames_hash
@@ -192,6 +194,40 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
     if cfg.save_frames:  # exact frames: the mp4 is lossy, comparisons between runs need the real pixels
         np.savez_compressed(run_dir / "frames.npz", frames=video)
         result.files["frames"] = "frames.npz"
+    if cfg.metrics.enabled:
+        result.metrics = quality_metrics(pipe, probe.last_latents, video, np.asarray(image), cfg)
+        if cfg.metrics.pictures:
+            result.files.update(save_pictures(run_dir, video, result.metrics, cfg.opt.decode_chunk_size))
+
+
+def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: RunConfig) -> dict:
+    """The flicker suite, plus the paired one-chunk decode when the run decodes in chunks."""
+    metrics = compute_suite(video, decode_chunk_size=cfg.opt.decode_chunk_size, reference=image)
+    chunk = cfg.opt.decode_chunk_size
+    metrics["paired_chunk_psnr"] = None
+    if chunk is None or chunk >= cfg.num_frames:
+        metrics["paired_decode"] = "not needed: all frames decoded in one chunk"
+    elif not cfg.metrics.paired_decode:
+        metrics["paired_decode"] = "skipped: metrics.paired_decode=false"
+    else:
+        try:
+            with torch.no_grad():
+                metrics["paired_chunk_psnr"] = paired_chunk_psnr(pipe, latents, cfg.num_frames, chunk)
+            metrics["paired_decode"] = "done"
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            metrics["paired_decode"] = f"skipped: out of memory decoding all {cfg.num_frames} frames at once"
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return metrics
+
+
+def save_pictures(run_dir: Path, video: np.ndarray, metrics: dict, chunk: int | None) -> dict[str, str]:
+    save_filmstrip(video, run_dir / "filmstrip.png")
+    save_flicker_plot(metrics, run_dir / "flicker_plot.png", decode_chunk_size=chunk)
+    return {"filmstrip": "filmstrip.png", "flicker_plot": "flicker_plot.png"}
 
 
 def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype) -> dict | None:
