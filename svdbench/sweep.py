@@ -108,6 +108,10 @@ class SweepSummary(Callback):
 
             comparison = compare(sweep_dir)
             log.info("Comparison: %s", ", ".join(str(p) for p in comparison.files.values()))
+            if config.get("logger", {}).get("name") == "wandb":
+                from svdbench.tracking import log_comparison
+
+                log_comparison(config.logger, sweep_dir, comparison.table, comparison.files)
         except Exception as exc:  # the table is a convenience; the jobs' records are what matters
             log.warning("Could not write the comparison table: %s", exc)
         if any(status != "ok" for status in statuses):

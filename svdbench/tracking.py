@@ -124,3 +124,31 @@ def _media(wandb, run_dir: Path, result: RunResult) -> dict[str, Any]:
         elif path.suffix.lower() == ".png":
             media[key] = wandb.Image(str(path))
     return media
+
+
+def log_comparison(settings, sweep_dir: Path, table: list[dict[str, Any]], files: dict[str, Path]) -> None:
+    """The sweep's comparison table and Pareto plot as one W&B run (job_type "comparison") in the sweep's
+    group. Never raises, like `log_run`."""
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            group=settings.group or str(sweep_dir)[-MAX_NAME:],
+            name=f"comparison {Path(sweep_dir).name}"[:MAX_NAME],
+            job_type="comparison",
+            tags=list(settings.tags),
+            mode=settings.mode,
+            dir=sweep_dir,
+            settings=wandb.Settings(init_timeout=settings.init_timeout_s, console="off", x_disable_stats=True),
+        )
+        columns = list(table[0])
+        data = [[v if isinstance(v, (int, float)) or v is None else str(v) for v in row.values()] for row in table]
+        media: dict[str, Any] = {"comparison": wandb.Table(columns=columns, data=data)}
+        if "pareto" in files:
+            media["pareto"] = wandb.Image(str(files["pareto"]))
+        run.log(media)
+        run.finish()
+    except Exception as exc:  # the comparison files on disk are complete either way
+        log.warning("W&B logging of the comparison failed (%s: %s).", type(exc).__name__, exc)

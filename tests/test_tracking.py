@@ -101,13 +101,23 @@ def test_offline_run_stores_config_summary_steps_and_video(recorded_run):
 def test_sweep_jobs_are_grouped_and_named_by_their_overrides(tmp_path):
     """Offload is unsupported on a CPU: two quick jobs that still reach W&B with their status."""
     proc = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "opt=offload,lowmem", "device=cpu", *FAST)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a sweep with failed jobs says so
     runs = [read_offline_run(job) for job in sorted((tmp_path / "sweep").glob("[0-9]*"))]
     assert [r["run"].run_group for r in runs] == ["sweep", "sweep"]
     assert [r["config"]["opt.name"] for r in runs] == ["offload", "lowmem"]
     assert ["opt=offload" in r["run"].display_name for r in runs] == [True, False]
     assert [(r["summary"]["status"], r["exit_code"]) for r in runs] == [("unsupported", 1)] * 2
     assert "unsupported on device cpu" in runs[0]["summary"]["reason"]
+    # The sweep's comparison table went to W&B as well, as a run of its own in the same group.
+    comparison = read_offline_run(tmp_path / "sweep")
+    assert comparison["run"].run_group == "sweep" and comparison["run"].job_type == "comparison"
+    (logged,) = [row for row in comparison["history"] if "comparison._type" in row]
+    assert logged["comparison._type"] == "table-file" and logged["comparison.nrows"] == 2
+    table = json.loads((comparison["dir"] / "files" / logged["comparison.path"]).read_text())
+    assert "speedup" in table["columns"] and [row[table["columns"].index("status")] for row in table["data"]] == [
+        "unsupported",
+        "unsupported",
+    ]
 
 
 @pytest.mark.parametrize(
