@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from svdbench.config import ConfigError, RunConfig, register_configs, to_run_config
+from svdbench.preflight import unknown_setting
 from svdbench.record import config_hash, environment, provenance
 from svdbench.results import STEPS_FILE, RunResult, now_iso, read_results, write_results, write_steps_csv
 from svdbench.runner import run
@@ -42,6 +44,8 @@ def main(composed: DictConfig) -> tuple[float, float]:
         if multirun:
             return sweep_job(cfg, run_dir, overrides, sweep)
         result = record(cfg, run_dir, run(cfg, run_dir), overrides, sweep)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt  # the record is written; stop here, and stop a sweep too
     if result.status != "ok" and not multirun:
         sys.exit(1)
     return objectives(result.to_dict(), None)
@@ -65,7 +69,7 @@ def record(cfg: RunConfig | None, run_dir: Path, result: RunResult, overrides: l
         )
     else:
         log.error("%s: %s\nRecorded in %s", result.status, result.reason, path)
-    if cfg is not None and cfg.logger.name == "wandb":  # an invalid config has no valid logger settings either
+    if cfg is not None and cfg.logger.name == "wandb" and result.status != "interrupted":
         from svdbench.tracking import log_run
 
         log_run(cfg, run_dir, result, overrides, sweep)
@@ -85,8 +89,35 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
     result = run(cfg, run_dir)
     if not cfg.sweep.isolate:
         result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
-    return objectives(record(cfg, run_dir, result, overrides, sweep).to_dict(), cfg.sweep.flicker_limit)
+    result = record(cfg, run_dir, result, overrides, sweep)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    return objectives(result.to_dict(), cfg.sweep.flicker_limit)
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cli() -> None:
+    """Entry point: SIGTERM is handled like Ctrl-C (the run is recorded as interrupted), and an
+    interruption ends with a one-line message and exit status 130, not a traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
+    problem = unknown_setting(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(
+            "Interrupted. Finished runs keep their results; the interrupted one is marked 'interrupted'. "
+            "Re-run the same command (with hydra.sweep.dir=<the sweep's directory> for -m) to redo only the "
+            "unfinished jobs.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

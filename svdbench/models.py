@@ -135,6 +135,27 @@ def missing_components(directory: Path) -> list[str]:
     return missing
 
 
+def broken_components(directory: Path) -> list[str]:
+    """Component files that exist but cannot be read: config JSON that does not parse, safetensors whose
+    header is damaged. Cheap (no weights are loaded), and names the culprit where from_pretrained would
+    fail deep inside diffusers or transformers."""
+    from safetensors import safe_open
+
+    broken = []
+    for _, config, _ in COMPONENTS:
+        try:
+            json.loads((directory / config).read_text())
+        except (OSError, ValueError) as exc:
+            broken.append(f"{config} ({type(exc).__name__})")
+    for path in sorted(directory.glob("*/*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own error types
+            broken.append(f"{path.relative_to(directory)} ({type(exc).__name__}: {str(exc)[:80]})")
+    return broken
+
+
 def _how_to_get(model: ModelConfig) -> str:
     repo = model.repo_id or "<repo>"
     return (
@@ -170,6 +191,12 @@ def resolve_pretrained_dir(model: ModelConfig) -> Path:
     if missing:
         raise WeightsNotFound(
             f"The checkpoint at {directory} is incomplete: missing {', '.join(missing)}. " + _how_to_get(model)
+        )
+    broken = broken_components(directory)
+    if broken:
+        raise WeightsNotFound(
+            f"The checkpoint at {directory} has damaged files: {', '.join(broken)}. Download those components "
+            "again. " + _how_to_get(model)
         )
     return directory
 

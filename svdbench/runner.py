@@ -84,14 +84,15 @@ def run(cfg: RunConfig, run_dir: Path) -> RunResult:
         result.fail("nan", str(exc))
     except (WeightsNotFound, InputImageError) as exc:
         result.fail("error", str(exc))
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the entry point
+        result.fail("interrupted", "Interrupted (Ctrl-C or SIGTERM) before the run finished; run it again.")
     except Exception as exc:  # anything else is still a result; the traceback goes to the log
         if is_out_of_memory(exc):
             result.fail("oom", oom_reason(exc, cfg, result))
-            result.finished_at = now_iso()
-            return result
-        log.debug("Run failed:\n%s", traceback.format_exc())
-        (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
-        result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
+        else:
+            log.debug("Run failed:\n%s", traceback.format_exc())
+            (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+            result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
     result.finished_at = now_iso()
     return result
 
@@ -126,6 +127,11 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
     dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
     result.device, result.dtype = str(device), dtype_name(dtype)
     check_supported(cfg.opt, device)
+    if device.type == "cpu" and dtype == torch.float16:
+        result.notes.append(
+            "fp16 on a CPU works but many kernels emulate it, so it is much slower than fp32 or bf16 there; "
+            "its timings say little about fp16 on a GPU."
+        )
     image = conditioning_image(cfg.input.path, cfg.width, cfg.height)
 
     log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, result.dtype, device)

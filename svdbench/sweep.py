@@ -58,7 +58,18 @@ def run_in_child(run_dir: Path, overrides: list[str]) -> RunResult | None:
     if results.exists():  # an earlier, incomplete attempt: keep it beside, never lose it
         results.replace(run_dir / "results.previous.json")
     command = [sys.executable, "-m", "svdbench", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN"]
-    code = subprocess.run(command).returncode
+    child = subprocess.Popen(command)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:  # let the child record its interruption, then stop the sweep
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        if not results.exists():
+            write_results(run_dir, RunResult(status="interrupted", reason="Interrupted before the job finished."))
+        raise
     if results.exists():
         return None
     if code < 0 and -code == signal.SIGKILL:
