@@ -11,7 +11,7 @@ from svdbench.config import ConfigError
 
 from .conftest import CONF_DIR, compose_config, run_cli, typed_config
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 
 
 @pytest.mark.parametrize(
@@ -21,8 +21,17 @@ GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 def test_every_option_of_every_group_composes_and_validates(override):
     cfg = typed_config(override)
     group, option = override.split("=")
-    if hasattr(getattr(cfg, group), "name"):
+    if hasattr(getattr(cfg, group, None), "name"):
         assert getattr(cfg, group).name == option
+
+
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")))
+def test_every_launcher_composes(launcher):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_
 
 
 def test_groups_cover_the_documented_options():

@@ -80,6 +80,7 @@ def test_damaged_checkpoint_component_is_named(tmp_path, damaged):
     assert damaged in str(info.value) and "damaged" in str(info.value)
 
 
+@pytest.mark.slow
 def test_fp16_on_cpu_works_and_says_it_is_slow(tmp_path):
     proc = run_cli(tmp_path, "hydra.run.dir=run", "dtype=fp16", "device=cpu", *QUIET)
     result = read_json(tmp_path / "run" / "results.json")
@@ -146,6 +147,7 @@ def test_sigterm_mid_run_leaves_a_complete_record_marked_interrupted(tmp_path):
     assert not list(run_dir.glob(".results.json.*"))  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_redoes_only_the_unfinished_jobs(tmp_path):
     args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=10,20,30", *QUIET]
     proc = _start(tmp_path, *args, "num_inference_steps=40")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from svdbench.compare import pareto_front
 
-from .conftest import FAST, read_json, run_cli
+from .conftest import FAST, REPO, offline_env, read_json, run_cli
 
 QUIET = [*FAST, "logger=none"]
 
@@ -40,6 +42,7 @@ def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
     assert all("hydra.mode=RUN" in r["provenance"]["argv"] for r in results.values())
 
 
+@pytest.mark.slow
 def test_jobs_do_not_inherit_memory_from_earlier_jobs(tmp_path):
     """A big job first, then a small one: the small job's peak is what it is when run alone."""
     sweep = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "height=512,128", "width=512,128", *QUIET)
@@ -49,7 +52,10 @@ def test_jobs_do_not_inherit_memory_from_earlier_jobs(tmp_path):
     big = next(r for r in sweep_results(tmp_path / "sweep").values() if (r["height"], r["width"]) == (512, 512))
     single = read_json(tmp_path / "alone" / "results.json")
     assert big["memory"]["host_peak_gib"] > 1.5 * single["memory"]["host_peak_gib"]
-    assert small["memory"]["host_peak_gib"] == pytest.approx(single["memory"]["host_peak_gib"], rel=0.15)
+    # Resident memory varies a little between processes; a job run after the big one in the same process
+    # would start from the big one's footprint instead.
+    assert small["memory"]["host_before_gib"] < 0.8 * big["memory"]["host_peak_gib"]
+    assert small["memory"]["host_peak_gib"] == pytest.approx(single["memory"]["host_peak_gib"], rel=0.3)
 
 
 def test_rerunning_a_sweep_skips_complete_jobs_and_redoes_the_rest(tmp_path):
@@ -70,10 +76,17 @@ def test_rerunning_a_sweep_skips_complete_jobs_and_redoes_the_rest(tmp_path):
     assert redo.returncode == 0 and "Skipping" not in redo.stderr
 
 
-def test_sweep_writes_a_comparison_against_the_baseline(tmp_path):
+@pytest.fixture(scope="module")
+def compared_sweep(tmp_path_factory):
+    """One real 4-job sweep (forward chunking on/off x decode in one chunk or two frames at a time)."""
+    tmp_path = tmp_path_factory.mktemp("compared")
     proc = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "opt=none,chunking", "opt.decode_chunk_size=null,2", *QUIET)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    sweep = tmp_path / "sweep"
+    return tmp_path
+
+
+def test_sweep_writes_a_comparison_against_the_baseline(compared_sweep):
+    sweep = compared_sweep / "sweep"
     for name in ("comparison.md", "comparison.csv", "pareto.png"):
         assert (sweep / name).is_file(), name
     rows = {(r["opt"], r["opt.decode_chunk_size"]): r for r in csv.DictReader(open(sweep / "comparison.csv"))}
@@ -86,12 +99,19 @@ def test_sweep_writes_a_comparison_against_the_baseline(tmp_path):
     assert "| job |" in (sweep / "comparison.md").read_text()
 
 
-def test_compare_command_line(tmp_path):
-    run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "opt=none,chunking", *QUIET)
-    proc = run_cli(tmp_path, "sweep", "--out", "report", module="svdbench.compare")
+def test_compare_command_line(compared_sweep):
+    proc = run_cli(compared_sweep, "sweep", "--out", "report", module="svdbench.compare")
     assert proc.returncode == 0, proc.stderr
-    assert "| job |" in proc.stdout and (tmp_path / "report" / "pareto.png").is_file()
-    missing = run_cli(tmp_path, "nowhere", module="svdbench.compare")
+    assert "| job |" in proc.stdout and (compared_sweep / "report" / "pareto.png").is_file()
+    script = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare.py"), "sweep", "--out", "script-report"],
+        cwd=compared_sweep,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert script.returncode == 0 and script.stdout == proc.stdout
+    missing = run_cli(compared_sweep, "nowhere", module="svdbench.compare")
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
@@ -108,6 +128,7 @@ def test_experiments_compose_as_multiruns(tmp_path, experiment):
     assert hydra["mode"] == "MULTIRUN" and hydra["sweeper"]["params"]
 
 
+@pytest.mark.slow
 def test_decode_chunks_experiment_runs_for_real(tmp_path):
     proc = run_cli(tmp_path, "experiment=decode_chunks", "hydra.sweep.dir=sweep", *QUIET)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -117,6 +138,7 @@ def test_decode_chunks_experiment_runs_for_real(tmp_path):
     assert all(r["baseline"] == baseline["job"] for r in rows)
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_real_multirun(tmp_path):
     proc = run_cli(
         tmp_path,
@@ -133,6 +155,7 @@ def test_submitit_local_launcher_runs_a_real_multirun(tmp_path):
     assert (tmp_path / "sweep" / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_optuna_tradeoff_search_with_a_few_tiny_trials(tmp_path):
     proc = run_cli(
         tmp_path,
