@@ -12,9 +12,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
-ARCHITECTURES = ("svd", "svd_xt", "tiny")
+ARCHITECTURES = ("svd", "svd_xt", "small", "tiny")
 WEIGHT_SOURCES = ("pretrained", "random")
-OFFLOAD_MODES = ("none", "model", "sequential")
+OFFLOAD_MODES = ("none", "model", "sequential", "group")
+GROUP_OFFLOAD_TYPES = ("leaf_level", "block_level")
+# Weight storage dtypes of layerwise casting (opt.storage_dtype); compute stays in the run's dtype.
+STORAGE_DTYPES = ("fp8_e4m3", "fp8_e5m2")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -71,12 +74,62 @@ class CompileConfig:
 
 
 @dataclass
+class GroupOffloadConfig:
+    """diffusers group offloading, used when opt.offload=group."""
+
+    offload_type: str = "leaf_level"
+    num_blocks_per_group: int | None = None
+    use_stream: bool = True
+    record_stream: bool = False
+    low_cpu_mem_usage: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice(self.offload_type, GROUP_OFFLOAD_TYPES, "opt.group_offload.offload_type")
+        _check(
+            self.offload_type != "block_level" or (self.num_blocks_per_group or 0) >= 1,
+            f"opt.group_offload.offload_type=block_level needs opt.group_offload.num_blocks_per_group of at least "
+            f"1 (got {self.num_blocks_per_group}): diffusers moves that many blocks at a time. Set it, e.g. "
+            "opt.group_offload.num_blocks_per_group=1, or use offload_type=leaf_level.",
+        )
+        _check(
+            self.use_stream or not self.record_stream,
+            "opt.group_offload.record_stream=true needs opt.group_offload.use_stream=true: diffusers records "
+            "tensors on the transfer stream, and without streams there is none. Turn record_stream off or "
+            "use_stream on.",
+        )
+
+
+@dataclass
+class DeepCacheConfig:
+    """DeepCache (the `deepcache` package): reuse the UNet's deep features between denoising steps."""
+
+    enabled: bool = False
+    cache_interval: int = 3
+    cache_branch_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check(
+            self.cache_interval >= 1,
+            f"opt.deepcache.cache_interval={self.cache_interval} is invalid: the cache is refreshed every N steps, "
+            "N at least 1 (1 refreshes every step, which changes nothing; 3 is the usual value).",
+        )
+        _check(
+            self.cache_branch_id >= 0,
+            f"opt.deepcache.cache_branch_id={self.cache_branch_id} is invalid: it numbers the skip branch from the "
+            "shallowest (0) down, so it must be 0 or more.",
+        )
+
+
+@dataclass
 class OptConfig:
     name: str = "none"
     offload: str = "none"
+    group_offload: GroupOffloadConfig = field(default_factory=GroupOffloadConfig)
     forward_chunking: bool = False
     forward_chunk_size: int = 1
     decode_chunk_size: int | None = None
+    storage_dtype: str | None = None
+    deepcache: DeepCacheConfig = field(default_factory=DeepCacheConfig)
     compile: CompileConfig = field(default_factory=CompileConfig)
 
     def __post_init__(self) -> None:
@@ -90,10 +143,31 @@ class OptConfig:
             f"opt.decode_chunk_size={self.decode_chunk_size} is invalid: the VAE decodes at least one frame "
             "at a time. Use a value from 1 to num_frames, or null to decode all frames in one chunk.",
         )
+        _check(
+            self.storage_dtype is None or self.storage_dtype in STORAGE_DTYPES,
+            f"opt.storage_dtype={self.storage_dtype!r} is not valid: choose null (weights stored in the run's "
+            f"dtype) or one of {', '.join(STORAGE_DTYPES)} (UNet weights stored in float8, computed in the run's "
+            "dtype).",
+        )
+        _check(
+            not (self.deepcache.enabled and self.compile.unet),
+            "opt.deepcache.enabled=true cannot be combined with opt.compile.unet=true: DeepCache decides in Python, "
+            "at every step, which UNet blocks to skip (reading the timestep with .item()), which torch.compile "
+            "cannot capture in one graph (fullgraph fails) and otherwise recompiles for every step pattern. "
+            "Benchmark them separately (opt=deepcache, opt=compile), or compile only the VAE "
+            "(opt.compile.vae=true).",
+        )
 
     @property
     def needs_accelerator(self) -> str | None:
         """Why this mode cannot run on a CPU-only machine, or None if it can."""
+        if self.offload == "group":
+            streams = " (with CUDA streams to overlap the copies, opt.group_offload.use_stream=true)"
+            return (
+                "opt.offload=group moves groups of layers between host memory and an accelerator"
+                + (streams if self.group_offload.use_stream else "")
+                + "; on a CPU both ends are the same memory, so there is nothing to measure"
+            )
         if self.offload != "none":
             return f"opt.offload={self.offload} moves weights between host and accelerator memory"
         return None
