@@ -103,6 +103,8 @@ def row(mode: str, result: dict) -> dict:
         "device_allocated_gib": _get(result, "memory", "device_max_allocated_gib"),
         "device_reserved_gib": _get(result, "memory", "device_max_reserved_gib"),
         "host_peak_gib": _get(result, "memory", "host_peak_gib"),
+        "cold_s": _get(result, "latency", "cold_s"),
+        "mfu": _get(result, "flops", "mfu_denoising"),
         "reason": result.get("reason"),
         "device": result.get("device"),
     }
@@ -112,15 +114,19 @@ def markdown_table(rows: list[dict]) -> str:
     def fmt(value, digits=2):
         return "–" if value is None else f"{value:.{digits}f}"
 
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}%"
+
     lines = [
         "| mode | status | median latency (s) | s/step | peak device allocated (GiB) | peak device reserved (GiB) "
-        "| peak host (GiB) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| peak host (GiB) | cold call (s) | MFU (denoising) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['status']} | {fmt(r['median_s'])} | {fmt(r['s_per_step'], 3)} "
-            f"| {fmt(r['device_allocated_gib'])} | {fmt(r['device_reserved_gib'])} | {fmt(r['host_peak_gib'])} |"
+            f"| {fmt(r['device_allocated_gib'])} | {fmt(r['device_reserved_gib'])} | {fmt(r['host_peak_gib'])} "
+            f"| {fmt(r['cold_s'], 1)} | {pct(r['mfu'])} |"
         )
     notes = [f"- {r['mode']}: {r['status']}: {r['reason']}" for r in rows if r["status"] != "ok" and r["reason"]]
     return "\n".join(lines + ([""] + notes if notes else []))

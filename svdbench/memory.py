@@ -7,6 +7,7 @@ allowed, a thread samples the resident set at 200 Hz. Units: GiB = 2**30 bytes.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from contextlib import contextmanager
@@ -27,6 +28,15 @@ def _read_hwm_bytes() -> int | None:
     except OSError:
         return None
     return None
+
+
+def _release_freed_memory() -> None:
+    """Hand memory that earlier calls freed back to the OS (glibc keeps it otherwise), so that the
+    resident baseline before a call, and with it the peak, does not depend on what ran before."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _reset_hwm() -> bool:
@@ -118,6 +128,7 @@ class MemoryTracker:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        _release_freed_memory()
         before = psutil.Process().memory_info().rss
         sampler = None
         if self.use_hwm:

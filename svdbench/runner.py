@@ -190,6 +190,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
         peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
     result.memory = peak
+    result.applied = inspect_pipeline(pipe)  # again: some effects (DeepCache's skipped blocks) show only in use
     summarize(result, cold, measured, cfg)
     result.flops = flop_report(pipe, cfg, result, device, dtype)
 
