@@ -124,12 +124,12 @@ def swept_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
-def _identity(job: Job, excluded_group: str) -> tuple:
+def _identity(job: Job, excluded_group: str, ignored: tuple[str, ...] = ()) -> tuple:
     return tuple(
         sorted(
             (k, repr(v))
             for k, v in job.config.items()
-            if not k.startswith(excluded_group + ".") and not k.startswith(PRESENTATION_PREFIXES)
+            if not k.startswith(excluded_group + ".") and not k.startswith(PRESENTATION_PREFIXES) and k not in ignored
         )
     )
 
@@ -139,7 +139,8 @@ def _distance_from_default_options(job: Job) -> int:
     return sum(1 for k, v in defaults.items() if k != "opt.name" and job.config.get(k, v) != v)
 
 
-def assign_baselines(jobs: list[Job], baseline: str) -> None:
+def assign_baselines(jobs: list[Job], baseline: str, ignored: tuple[str, ...] = ()) -> None:
+    """Give each job the baseline job it is compared with; settings in `ignored` may differ from it."""
     key, _, wanted = baseline.partition("=")
     group = key.split(".")[0]
     for job in jobs:
@@ -147,7 +148,7 @@ def assign_baselines(jobs: list[Job], baseline: str) -> None:
             b
             for b in jobs
             if str(b.config.get(key)) == wanted or (wanted == "null" and b.config.get(key) is None)
-            if _identity(b, group) == _identity(job, group)
+            if _identity(b, group, ignored) == _identity(job, group, ignored)
         ]
         if candidates:
             job.baseline = min(candidates, key=_distance_from_default_options)
@@ -275,10 +276,12 @@ class Comparison:
     files: dict[str, Path]
 
 
-def compare(sweep_dir: Path, out: Path | None = None, baseline: str = "opt.name=none") -> Comparison:
+def compare(
+    sweep_dir: Path, out: Path | None = None, baseline: str = "opt.name=none", ignore: tuple[str, ...] = ()
+) -> Comparison:
     jobs = load_jobs(sweep_dir)
     keys = swept_keys(jobs)
-    assign_baselines(jobs, baseline)
+    assign_baselines(jobs, baseline, tuple(ignore))
     table = rows(jobs, keys)
     out = Path(out) if out else Path(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,10 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory (outputs/sweeps/<date>/<time>)")
     parser.add_argument("--out", type=Path, help="where to write comparison.md/.csv and pareto.png")
     parser.add_argument("--baseline", default="opt.name=none", help="KEY=VALUE selecting baseline jobs")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a setting that may differ from the baseline's, e.g. max_guidance_scale (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        comparison = compare(args.sweep_dir, args.out, args.baseline)
+        comparison = compare(args.sweep_dir, args.out, args.baseline, tuple(args.ignore))
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -254,7 +254,12 @@ def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, d
         log.warning("FLOP counting failed: %s", exc)
         result.notes.append(f"FLOPs not counted: {type(exc).__name__}: {exc}")
         return None
-    return utilization(flops, result.phases.denoising_s, result.latency.stats.median, peak, source)
+    report = utilization(flops, result.phases.denoising_s, result.latency.stats.median, peak, source)
+    if cfg.opt.deepcache.enabled:  # the count is of the full UNet; DeepCache skips most of it on cached steps
+        for key in ("denoising_tflops_per_s", "call_tflops_per_s", "mfu_denoising", "mfu_call"):
+            report[key] = None
+        result.notes.append("FLOPs are those of the full UNet; DeepCache skips blocks, so no TFLOP/s or MFU.")
+    return report
 
 
 def summarize(result: RunResult, cold: CallTiming, measured: list[CallTiming], cfg: RunConfig) -> None:
