@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from svdbench.config import OptConfig
+from svdbench.config import OptConfig, RunConfig
 from svdbench.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PRESENTATION_PREFIXES = ("bench.progress", "logger.", "save_frames", "sweep.")
 # Flicker metrics shown in the table, if the runs computed them (all: lower is better except
 # temporal_flickering, where higher is better).
-FLICKER_COLUMNS = ("temporal_flickering", "warp_error", "luma_first_diff")
+FLICKER_COLUMNS = ("temporal_flickering", "warp_error", "luma_diff1")
 
 
 class CompareError(ValueError):
@@ -42,6 +42,7 @@ class CompareError(ValueError):
 @dataclass
 class Job:
     directory: Path
+    name: str  # the job's path under the compared directory, e.g. "3" or "modes/3"
     overrides: dict[str, str]
     config: dict[str, Any]
     result: dict[str, Any]
@@ -102,7 +103,8 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         if config_file.is_file():
             config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
         parsed = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra"))
-        jobs.append(Job(directory=job_dir, overrides=parsed, config=config, result=result))
+        name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
+        jobs.append(Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result))
     if not jobs:
         raise CompareError(
             f"No {RESULTS_FILE} found under {sweep_dir}. Point svdbench.compare at the directory of a sweep "
@@ -134,8 +136,22 @@ def _identity(job: Job, excluded_group: str, ignored: tuple[str, ...] = ()) -> t
     )
 
 
-def _distance_from_default_options(job: Job) -> int:
+def schema_default(key: str) -> Any:
+    """The default of a dotted setting in the typed schema (None where it has none)."""
+    node: Any = RunConfig
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return None
+        field_ = fields[part]
+        node = field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
+    return None if node in (dataclasses.MISSING, "???") else node
+
+
+def _distance_from_defaults(job: Job, ignored: tuple[str, ...]) -> int:
+    """How many option and ignored settings differ from their defaults: the plainest candidate wins."""
     defaults = flatten(dataclasses.asdict(OptConfig()), "opt.")
+    defaults.update({key: schema_default(key) for key in ignored})
     return sum(1 for k, v in defaults.items() if k != "opt.name" and job.config.get(k, v) != v)
 
 
@@ -151,7 +167,7 @@ def assign_baselines(jobs: list[Job], baseline: str, ignored: tuple[str, ...] = 
             if _identity(b, group, ignored) == _identity(job, group, ignored)
         ]
         if candidates:
-            job.baseline = min(candidates, key=_distance_from_default_options)
+            job.baseline = min(candidates, key=lambda b: _distance_from_defaults(b, ignored))
 
 
 def psnr_vs_baseline(job: Job) -> float | None:
@@ -169,7 +185,7 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
     table = []
     for job in jobs:
         base = job.baseline
-        row: dict[str, Any] = {"job": str(job.directory.name)}
+        row: dict[str, Any] = {"job": job.name}
         row.update({k: job.overrides.get(k, "") for k in sweep_keys})
         row.update(
             status=job.result.get("status"),
@@ -183,7 +199,7 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
         for metric in FLICKER_COLUMNS:
             row[metric] = job.get(f"metrics.{metric}")
         both_ok = base is not None and job.ok and base.ok
-        row["baseline"] = base.directory.name if base is not None else None
+        row["baseline"] = base.name if base is not None else None
         row["speedup"] = base.latency / job.latency if both_ok and job.latency else None
         row["memory_saved_gib"] = (
             base.peak_memory_gib - job.peak_memory_gib
@@ -236,7 +252,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def job_label(job: Job, sweep_keys: list[str]) -> str:
     parts = [f"{k.split('.')[-1]}={job.overrides[k]}" for k in sweep_keys if k in job.overrides]
-    return ", ".join(parts) or job.directory.name
+    return ", ".join(parts) or job.name
 
 
 def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path | None:
