@@ -115,6 +115,21 @@ def test_compare_command_line(compared_sweep):
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
 
 
+def test_baseline_is_the_plainest_job_with_otherwise_equal_settings(tmp_path):
+    from svdbench.compare import Job, assign_baselines
+
+    def job(name, **config):
+        base = {"opt.name": "none", "opt.decode_chunk_size": None, "max_guidance_scale": 3.0, "seed": 42}
+        return Job(directory=tmp_path / name, name=name, overrides={}, config={**base, **config}, result={})
+
+    none, chunk2 = job("none"), job("chunk2", **{"opt.decode_chunk_size": 2})
+    compiled = job("compile", **{"opt.name": "compile", "opt.compile.unet": True})
+    no_cfg, other_seed = job("no_cfg", max_guidance_scale=1.0), job("seed0", seed=0)
+    jobs = [chunk2, no_cfg, none, compiled, other_seed]
+    assign_baselines(jobs, "opt.name=none", ignored=("max_guidance_scale",))
+    assert [j.baseline.name if j.baseline else None for j in jobs] == ["none", "none", "none", "none", "seed0"]
+
+
 def test_pareto_front():
     points = [(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (4.0, 1.0), (2.5, 3.0)]
     assert pareto_front(points) == [0, 1, 3]
