@@ -95,14 +95,21 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
     return objectives(result.to_dict(), cfg.sweep.flicker_limit)
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM. A subclass, because CPython 3.11 remembers a plain KeyboardInterrupt that
+    passes through an `exec` of a string (scipy's array-API shim runs one while importing) and then
+    ends the process by SIGINT at exit, whatever exit status the program chose."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(f"signal {signum}")
 
 
 def cli() -> None:
     """Entry point: SIGTERM is handled like Ctrl-C (the run is recorded as interrupted), and an
     interruption ends with a one-line message and exit status 130, not a traceback."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     problem = unknown_setting(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
