@@ -16,7 +16,7 @@ import torch
 from svdbench.config import RunConfig
 from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.image import InputImageError, conditioning_image
-from svdbench.memory import MemoryTracker
+from svdbench.memory import MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
 from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
 from svdbench.models import WeightsNotFound, build_pipeline
@@ -174,6 +174,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
                 result.notes.append(f"Memory: the peak reached during the failed {desc} call.")
             raise
 
+    release_freed_memory()
     _, cold = tracked("cold call")
     result.latency.cold_s = cold.total_s
     log.info("cold call: %.3f s", cold.total_s)
@@ -182,6 +183,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
 
     measured: list[CallTiming] = []
     peak = None
+    release_freed_memory()
     while len(measured) < MAX_CALLS and (
         len(measured) < cfg.bench.repeats or sum(t.total_s for t in measured) < cfg.bench.min_seconds
     ):
