@@ -49,18 +49,26 @@ def test_harness_overhead_against_a_bare_pipeline_call(benchmark):
         harness_s.append(timing.total_s)
 
     bare(), harnessed()  # warm both
+    rounds = iter(range(1000))
 
     def pair():
-        bare()
-        harnessed()
+        # Alternate which side goes first, so that an order effect (caches, the allocator's state after
+        # the other call) is not booked as harness overhead.
+        first, second = (bare, harnessed) if next(rounds) % 2 == 0 else (harnessed, bare)
+        first()
+        second()
 
     bare_s.clear(), harness_s.clear()
-    benchmark.pedantic(pair, rounds=15, iterations=1)
-    ratio = statistics.median(harness_s) / statistics.median(bare_s)
+    benchmark.pedantic(pair, rounds=20, iterations=1)
+    # The median of per-pair ratios: the machine drifts between speed regimes (calls of 0.83 s and of
+    # 1.05 s in one run), which moves a ratio of two medians by several percent but not a pair's ratio.
+    ratio = statistics.median(h / b for h, b in zip(harness_s, bare_s))
     benchmark.extra_info.update(
         bare_median_s=statistics.median(bare_s), svdbench_median_s=statistics.median(harness_s), ratio=ratio
     )
-    print(f"\nsvdbench / bare = {ratio:.4f} (bare {statistics.median(bare_s):.4f} s)")
+    print(
+        f"\nsvdbench / bare = {ratio:.4f} (median of {len(bare_s)} pair ratios; bare {statistics.median(bare_s):.4f} s)"
+    )
     assert ratio < OVERHEAD_TARGET
 
 
