@@ -24,12 +24,11 @@ import yaml
 from omegaconf import OmegaConf
 
 from svdbench.config import OptConfig, RunConfig
-from svdbench.results import RESULTS_FILE, read_results
+from svdbench.record import is_presentation
+from svdbench.results import RESULTS_FILE, flatten, lookup, read_results
 
 log = logging.getLogger(__name__)
 
-# Keys that change presentation only: never part of a job's identity.
-PRESENTATION_PREFIXES = ("bench.progress", "logger.", "save_frames", "sweep.")
 # Flicker metrics shown in the table, if the runs computed them (all: lower is better except
 # temporal_flickering, where higher is better).
 FLICKER_COLUMNS = ("temporal_flickering", "warp_error", "luma_diff1")
@@ -54,12 +53,7 @@ class Job:
         return self.result.get("status") == "ok"
 
     def get(self, dotted: str) -> Any:
-        node: Any = self.result
-        for part in dotted.split("."):
-            if not isinstance(node, dict):
-                return None
-            node = node.get(part)
-        return node
+        return lookup(self.result, dotted)
 
     @property
     def latency(self) -> float | None:
@@ -74,15 +68,6 @@ class Job:
     def frames(self) -> np.ndarray | None:
         path = self.directory / "frames.npz"
         return np.load(path)["frames"] if path.is_file() else None
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
@@ -101,7 +86,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         config = {}
         if config_file.is_file():
-            config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
+            config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True), ".")
         parsed = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra"))
         name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
         jobs.append(Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result))
@@ -131,7 +116,7 @@ def _identity(job: Job, excluded_group: str, ignored: tuple[str, ...] = ()) -> t
         sorted(
             (k, repr(v))
             for k, v in job.config.items()
-            if not k.startswith(excluded_group + ".") and not k.startswith(PRESENTATION_PREFIXES) and k not in ignored
+            if not k.startswith(excluded_group + ".") and not is_presentation(k) and k not in ignored
         )
     )
 
@@ -150,7 +135,7 @@ def schema_default(key: str) -> Any:
 
 def _distance_from_defaults(job: Job, ignored: tuple[str, ...]) -> int:
     """How many option and ignored settings differ from their defaults: the plainest candidate wins."""
-    defaults = flatten(dataclasses.asdict(OptConfig()), "opt.")
+    defaults = flatten({"opt": dataclasses.asdict(OptConfig())}, ".")
     defaults.update({key: schema_default(key) for key in ignored})
     return sum(1 for k, v in defaults.items() if k != "opt.name" and job.config.get(k, v) != v)
 

@@ -12,6 +12,7 @@ shows that caching really happened rather than assuming it from the config.
 from __future__ import annotations
 
 from svdbench.config import DeepCacheConfig
+from svdbench.models import unwrap
 
 ATTRIBUTE = "_svdbench_deepcache"  # where the helper lives on the pipeline
 INSTALL = 'pip install "deepcache>=0.1.1"'
@@ -66,7 +67,7 @@ def enable_deepcache(pipe, cfg: DeepCacheConfig) -> None:
 def inspect_deepcache(pipe) -> dict | None:
     """Read back from the modules whether DeepCache's wrappers are installed, and what they did so far."""
     helper = getattr(pipe, ATTRIBUTE, None)
-    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
+    unet = unwrap(pipe.unet)
     wrapped = [
         name
         for name, module in unet.named_modules()

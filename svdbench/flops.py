@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from svdbench.models import meta_module
+from svdbench.models import dtype_name, meta_module, unwrap
+from svdbench.record import cpu_model
 from svdbench.results import write_json_atomic
 
 TERA = 1e12
@@ -66,11 +67,6 @@ class _JsonCache:
 
 FLOP_CACHE = _JsonCache("flops.json")
 PEAK_CACHE = _JsonCache("cpu_peaks.json")
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module under a torch.compile wrapper."""
-    return getattr(module, "_orig_mod", module)
 
 
 def count_flops(fn, *args, **kwargs) -> int:
@@ -219,16 +215,6 @@ def gpu_peak_tflops(device_name: str, dtype: str) -> float | None:
     return None
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure_cpu_gemm_tflops(dtype: torch.dtype, n: int = 1024, seconds: float = 0.5) -> float:
     """Best observed matmul rate on this CPU with PyTorch's current thread count."""
     a = torch.randn(n, n).to(dtype)
@@ -245,14 +231,15 @@ def measure_cpu_gemm_tflops(dtype: torch.dtype, n: int = 1024, seconds: float = 
 
 def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
     """The denominator of MFU, and where it came from."""
-    name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    name = dtype_name(dtype)
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
         peak = gpu_peak_tflops(gpu, name)
         return peak, f"data sheet, {gpu}, dense {name}" if peak else f"no {name} peak known for {gpu}"
-    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{name}|torch={torch.__version__}"
+    cpu = cpu_model() or platform.machine()
+    key = f"{cpu}|threads={torch.get_num_threads()}|{name}|torch={torch.__version__}"
     peak = PEAK_CACHE.get(key)
     if peak is None:
         peak = measure_cpu_gemm_tflops(dtype)
         PEAK_CACHE.put(key, peak)
-    return peak, f"measured {name} GEMM peak of this CPU ({cpu_name()}, {torch.get_num_threads()} threads)"
+    return peak, f"measured {name} GEMM peak of this CPU ({cpu}, {torch.get_num_threads()} threads)"

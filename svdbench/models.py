@@ -19,6 +19,9 @@ from svdbench.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
+# The run's dtype names (config) and the torch dtypes they stand for.
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 # (component, config file, weight-file stem) of a diffusers StableVideoDiffusionPipeline directory.
 COMPONENTS = (
     ("unet", "unet/config.json", "diffusion_pytorch_model"),
@@ -112,6 +115,16 @@ def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> 
                 param.normal_(0.0, 0.02)
     # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules that random weights lack.
     return nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The config's name of a torch dtype: torch.float16 -> "fp16"."""
+    return {v: k for k, v in TORCH_DTYPES.items()}[dtype]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module under a torch.compile wrapper (the module itself when it is not compiled)."""
+    return getattr(module, "_orig_mod", module)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from svdbench.config import GroupOffloadConfig, OptConfig
 from svdbench.deepcache import DeepCacheUnavailable, enable_deepcache, import_helper, inspect_deepcache
+from svdbench.models import unwrap
 
 STORAGE_TORCH_DTYPES = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 
@@ -102,12 +103,10 @@ def inspect_pipeline(pipe) -> dict:
     """What is actually in effect on the pipeline, read from its modules and their hooks."""
     from diffusers.utils.torch_utils import is_compiled_module
 
-    unet = pipe.unet._orig_mod if is_compiled_module(pipe.unet) else pipe.unet
+    unet = unwrap(pipe.unet)
     chunked = [m for m in unet.modules() if getattr(m, "_chunk_size", None) is not None]
     components = {
-        name: (module._orig_mod if is_compiled_module(module) else module)
-        for name, module in pipe.components.items()
-        if isinstance(module, torch.nn.Module)
+        name: unwrap(module) for name, module in pipe.components.items() if isinstance(module, torch.nn.Module)
     }
     hooks = {
         name: type(module._hf_hook).__name__

@@ -33,18 +33,25 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "wandb", "numpy")
 
-# Keys that change how a run is shown, not what it measures or generates.
-PRESENTATION_KEYS = {("bench", "progress"), ("logger",), ("save_frames",), ("sweep",)}
+# Settings (and groups of settings) that change how a run is shown or scheduled, not what it measures or
+# generates: left out of the config hash, of comparisons between jobs and of run names.
+PRESENTATION_KEYS = ("bench.progress", "logger", "save_frames", "sweep")
+
+
+def is_presentation(key: str) -> bool:
+    """Whether a dotted setting (`logger.mode`) or group (`logger`) is presentation only."""
+    return any(key == p or key.startswith(p + ".") for p in PRESENTATION_KEYS)
 
 
 def config_hash(cfg: RunConfig) -> str:
     """Stable hash of every setting that determines the run's output and measurements."""
     data = dataclasses.asdict(cfg)
     for key in PRESENTATION_KEYS:
+        *parents, leaf = key.split(".")
         node = data
-        for part in key[:-1]:
+        for part in parents:
             node = node.get(part, {})
-        node.pop(key[-1], None)
+        node.pop(leaf, None)
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -78,7 +85,7 @@ def environment() -> Environment:
         platform=platform.platform(),
         packages=packages,
         torch_threads=torch.get_num_threads(),
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cpu_cores_logical=os.cpu_count(),
         cpu_cores_physical=_try(lambda: psutil.cpu_count(logical=False)),
         ram_gib=round(ram, 2) if ram else None,
@@ -110,7 +117,9 @@ def _try(read: Callable[[], T]) -> T | None:
         return None
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
+    """The CPU's model name, e.g. "AMD EPYC 7B13"; None where the system does not say."""
+
     def from_proc() -> str | None:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:

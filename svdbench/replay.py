@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from svdbench.results import RESULTS_FILE, flatten, read_results, write_json_atomic
+from svdbench.results import RESULTS_FILE, flatten, lookup, read_results, write_json_atomic
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 REPORT_FILE = "replay.json"
@@ -54,30 +54,24 @@ def replay_command(overrides: list[str], extra: list[str], out: Path) -> list[st
     return [sys.executable, "-m", "svdbench", *overrides, *extra, f"hydra.run.dir='{quoted}'"]
 
 
-def _get(record: dict[str, Any], *path: str) -> Any:
-    for key in path:
-        record = record.get(key) if isinstance(record, dict) else None
-    return record
-
-
 def _numbers(record: dict[str, Any], key: str) -> dict[str, float]:
     flat = flatten(record.get(key) or {}, "/")
     return {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _code(record: dict[str, Any]) -> str | None:
-    commit = _get(record, "provenance", "git_commit")
-    return f"{commit} (dirty)" if commit and _get(record, "provenance", "git_dirty") else commit
+    commit = lookup(record, "provenance.git_commit")
+    return f"{commit} (dirty)" if commit and lookup(record, "provenance.git_dirty") else commit
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What matched between two results.json records, and how the timings moved (ratios new / old)."""
 
-    def both(*path: str) -> list[Any]:
-        return [_get(old, *path), _get(new, *path)]
+    def both(dotted: str) -> list[Any]:
+        return [lookup(old, dotted), lookup(new, dotted)]
 
-    def ratio(*path: str) -> float | None:
-        before, after = both(*path)
+    def ratio(dotted: str) -> float | None:
+        before, after = both(dotted)
         return after / before if after is not None and before else None
 
     old_metrics, new_metrics = _numbers(old, "metrics"), _numbers(new, "metrics")
@@ -88,17 +82,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         or key not in new_metrics
         or not math.isclose(old_metrics[key], new_metrics[key], rel_tol=METRIC_RTOL, abs_tol=1e-12)
     }
-    old_packages, new_packages = both("environment", "packages")
+    old_packages, new_packages = both("environment.packages")
     report = {
         "config_hash": both("config_hash"),
         "status": both("status"),
         "frames_hash": both("frames_hash"),
         "metrics_compared": len(old_metrics.keys() | new_metrics.keys()),
         "metrics_differing": differing,
-        "latency_median_ratio": ratio("latency", "stats", "median"),
-        "s_per_step_ratio": ratio("steps", "s_per_step"),
-        "cold_ratio": ratio("latency", "cold_s"),
-        "host_peak_ratio": ratio("memory", "host_peak_gib"),
+        "latency_median_ratio": ratio("latency.stats.median"),
+        "s_per_step_ratio": ratio("steps.s_per_step"),
+        "cold_ratio": ratio("latency.cold_s"),
+        "host_peak_ratio": ratio("memory.host_peak_gib"),
         "device": both("device"),
         "code": [_code(old), _code(new)],
         "packages_changed": {
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {out} already holds a run; pass another --out or remove it.", file=sys.stderr)
         return 2
     # Relative paths among the overrides (input.path=...) meant the original working directory.
-    recorded_cwd = Path(_get(old, "provenance", "cwd") or ".")
+    recorded_cwd = Path(lookup(old, "provenance.cwd") or ".")
     cwd = recorded_cwd if recorded_cwd.is_dir() else Path.cwd()
     command = replay_command(overrides, args.overrides, out)
     print(f"Replaying {run_dir}\n  in {cwd}: {' '.join(command)}", file=sys.stderr, flush=True)

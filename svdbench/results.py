@@ -164,6 +164,16 @@ def flatten(data: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def lookup(record: dict[str, Any], dotted: str) -> Any:
+    """A nested value by its dotted path ("latency.stats.median"); None where the path does not exist."""
+    node: Any = record
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 

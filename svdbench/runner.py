@@ -18,8 +18,8 @@ from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.memory import MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
-from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
-from svdbench.models import WeightsNotFound, build_pipeline
+from svdbench.metrics.plots import save_pictures
+from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
 from svdbench.record import config_hash, frames_hash
 from svdbench.results import Phases, RunResult, Steps, Throughput, now_iso
@@ -28,7 +28,6 @@ from svdbench.video import BadFrames, to_uint8, write_mp4
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_CALLS = 1000  # bound on measured calls when bench.min_seconds asks for more
 
 
@@ -50,10 +49,6 @@ def select_dtype(run_dtype: str, model_dtype: str, device: torch.device) -> torc
     if run_dtype == "auto":
         run_dtype = model_dtype if device.type == "cuda" and model_dtype != "auto" else "fp32"
     return TORCH_DTYPES[run_dtype]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in TORCH_DTYPES.items()}[dtype]
 
 
 def run(cfg: RunConfig, run_dir: Path) -> RunResult:
@@ -231,12 +226,6 @@ def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: Ru
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return metrics
-
-
-def save_pictures(run_dir: Path, video: np.ndarray, metrics: dict, chunk: int | None) -> dict[str, str]:
-    save_filmstrip(video, run_dir / "filmstrip.png")
-    save_flicker_plot(metrics, run_dir / "flicker_plot.png", decode_chunk_size=chunk)
-    return {"filmstrip": "filmstrip.png", "flicker_plot": "flicker_plot.png"}
 
 
 def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype) -> dict | None:

@@ -49,10 +49,10 @@ def previous_result(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
     return None
 
 
-def run_in_child(run_dir: Path, overrides: list[str]) -> RunResult | None:
-    """Run one job in a fresh `python -m svdbench` process; a crash becomes a result, not an exception.
+def run_in_child(run_dir: Path, overrides: list[str]) -> None:
+    """Run one job in a fresh `python -m svdbench` process; its results.json is in `run_dir` afterwards.
 
-    Returns None when the child wrote its own results.json, else the failure result written for it.
+    A crash becomes a result, not an exception: if the child wrote no results, a failure record is written.
     """
     results = run_dir / RESULTS_FILE
     if results.exists():  # an earlier, incomplete attempt: keep it beside, never lose it
@@ -71,16 +71,14 @@ def run_in_child(run_dir: Path, overrides: list[str]) -> RunResult | None:
             write_results(run_dir, RunResult(status="interrupted", reason="Interrupted before the job finished."))
         raise
     if results.exists():
-        return None
+        return
     if code < 0 and -code == signal.SIGKILL:
         status, reason = "oom", "The job's process was killed by SIGKILL, most likely by the kernel's OOM killer."
     elif code < 0:
         status, reason = "error", f"The job's process died from signal {signal.Signals(-code).name}."
     else:
         status, reason = "error", f"The job's process exited with code {code} without writing {RESULTS_FILE}."
-    failed = RunResult(status=status, reason=reason + " Its log is in this directory.")
-    write_results(run_dir, failed)
-    return failed
+    write_results(run_dir, RunResult(status=status, reason=reason + " Its log is in this directory."))
 
 
 def objectives(result: dict[str, Any], flicker_limit: float | None) -> tuple[float, float]:

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from svdbench.config import RunConfig
+from svdbench.record import is_presentation
 from svdbench.results import RunResult, flatten
 
 log = logging.getLogger(__name__)
 
-# Overrides that change how a run is shown, not what it measures: left out of the run name.
-UNNAMED_PREFIXES = ("logger.", "logger=", "bench.progress=")
 # results.json fields that are not outcomes: the config echoes (already in the W&B config), lists and files.
 NOT_SUMMARY = {"model", "weights", "opt", "cond", "num_frames", "height", "width", "num_inference_steps", "seed"}
 NOT_SUMMARY |= {"files", "notes", "environment", "provenance"}
@@ -32,7 +31,7 @@ MAX_NAME = 128  # W&B truncates longer run names and groups
 
 def run_name(overrides: list[str]) -> str:
     """The overrides that define the experiment, e.g. "model=xt,opt=compile"; "default" when there are none."""
-    named = [o for o in overrides if not o.lstrip("+~").startswith(UNNAMED_PREFIXES)]
+    named = [o for o in overrides if not is_presentation(o.lstrip("+~").split("=", 1)[0])]
     return (",".join(named) or "default")[:MAX_NAME]
 
 

@@ -20,10 +20,15 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
             f"{int(bad.any(axis=(1, 2, 3)).sum())} of {len(frames)} frames contain NaN or Inf values "
             "(fp16 overflow is the usual cause: try dtype=bf16 or dtype=fp32)."
         )
-    out = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    out = quantize(frames)
     if out.max() == 0:
         raise BadFrames("All frames are black (the decoder output is zero everywhere).")
     return out
+
+
+def quantize(frames: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] to uint8, rounding to the nearest level (what diffusers' "pil" output does too)."""
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:

@@ -394,7 +394,8 @@ def test_cli_on_mp4_gif_and_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     folder = json.loads(proc.stdout)
     assert folder == compute_suite(frames)  # lossless: the same numbers as in memory
-    assert (tmp_path / "pictures" / "filmstrip.png").is_file() and (tmp_path / "pictures" / "flicker.png").is_file()
+    pictures = tmp_path / "pictures"
+    assert (pictures / "filmstrip.png").is_file() and (pictures / "flicker_plot.png").is_file()
 
     proc = run_metrics(tmp_path, "video.gif")
     assert proc.returncode == 0, proc.stderr

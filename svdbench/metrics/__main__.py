@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--reference", type=Path, metavar="IMAGE", help="conditioning image, for first-frame PSNR/SSIM")
     parser.add_argument(
-        "--pictures", type=Path, metavar="DIR", help="also write filmstrip.png and flicker.png into this folder"
+        "--pictures", type=Path, metavar="DIR", help="also write filmstrip.png and flicker_plot.png into this folder"
     )
     args = parser.parse_args(argv)
     if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         time.perf_counter() - start,
     )
     if args.pictures is not None:
-        from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
+        from svdbench.metrics.plots import save_pictures
 
         args.pictures.mkdir(parents=True, exist_ok=True)
-        save_filmstrip(frames, args.pictures / "filmstrip.png")
-        save_flicker_plot(suite, args.pictures / "flicker.png")
+        save_pictures(args.pictures, frames, suite)
         log.info("pictures in %s", args.pictures)
     print(json.dumps(suite, allow_nan=False) if args.json else table(suite))
     return 0

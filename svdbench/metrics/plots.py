@@ -13,6 +13,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from svdbench.metrics.suite import boundary_pairs
 
+# The pictures of a run (runner) or of any video (python -m svdbench.metrics --pictures), by results key.
+PICTURES = {"filmstrip": "filmstrip.png", "flicker_plot": "flicker_plot.png"}
+
+
+def save_pictures(directory: Path, frames: np.ndarray, suite: dict, chunk: int | None = None) -> dict[str, str]:
+    """The filmstrip and the flicker plot of `frames` into `directory`; returns their file names by key."""
+    save_filmstrip(frames, Path(directory) / PICTURES["filmstrip"])
+    save_flicker_plot(suite, Path(directory) / PICTURES["flicker_plot"], decode_chunk_size=chunk)
+    return dict(PICTURES)
+
 
 def filmstrip_indices(num_frames: int, max_frames: int) -> list[int]:
     """Evenly spaced frame indices, always the first and the last."""
