@@ -1,11 +1,19 @@
-"""The conditioning image: an embedded synthetic test card (no download) or a user's file."""
+"""The conditioning image: an embedded synthetic test card (no download) or a user's file.
+
+A user's file must be a regular file (symlinks are followed): a named pipe would block the run forever
+waiting for a writer, and a device or socket is not an image. It is shown the way photo apps and browsers
+show it: an EXIF Orientation tag (phones store portrait photos as landscape pixels plus that tag) is
+applied before anything else, so a portrait photo is not fed to the model sideways.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 # Decoding is bounded by this many pixels (Pillow's decompression-bomb limit); larger files are refused.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -67,20 +75,57 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def not_a_regular_file(path: Path) -> str | None:
+    """What `path` is when it is not a regular file after following symlinks ("a directory", "a named pipe
+    (FIFO)", ...), or None when it is one. Only stats the path: opening a FIFO would block until a writer came.
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except FileNotFoundError:
+        return None  # the caller's "does not exist" check says more
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    if Path(path).is_symlink():
+        kind = f"a symbolic link to {Path(path).resolve()}, which is {kind}"
+    return kind
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` as photo apps show it: rotated or flipped by its EXIF Orientation tag, if it has one other than 1."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(image)
+    return image  # no tag: no copy (exif_transpose copies even then, which costs on huge images)
+
+
 def load_image(path: str | Path) -> Image.Image:
     path = Path(path).expanduser()
     if not path.exists():
+        broken = f" (a symbolic link to {path.resolve()}, which does not exist)" if path.is_symlink() else ""
         raise InputImageError(
-            f"input.path={path} does not exist. Give the path of a PNG or JPEG image (relative paths are "
+            f"input.path={path} does not exist{broken}. Give the path of a PNG or JPEG image (relative paths are "
             "relative to the directory you run from), or leave input.path unset to use the embedded test card."
         )
-    if path.is_dir():
-        raise InputImageError(f"input.path={path} is a directory; it must be one image file (PNG, JPEG, ...).")
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise InputImageError(
+            f"input.path={path} is {kind}; it must be one regular image file (PNG, JPEG, ...). svdbench reads "
+            "the conditioning image whole from a file: a directory holds no single image, a named pipe would "
+            "make the run wait for a writer forever, and a device or socket is not an image. Save the image to "
+            "a file and give that file's path, or leave input.path unset to use the embedded test card."
+        )
     try:
         with Image.open(path) as image:
             image.draft("RGB", (4096, 4096))  # JPEGs decode at a reduced size when they are huge
             image.load()
-            return to_rgb(image)
+            return to_rgb(upright(image))
     except Image.DecompressionBombError as exc:
         raise InputImageError(
             f"input.path={path} is larger than svdbench decodes ({MAX_PIXELS} pixels): {exc} Downscale it "

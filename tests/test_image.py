@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -75,3 +80,89 @@ def test_bad_input_files_give_a_clear_error(tmp_path, case):
         "truncated": "truncated",
     }[case]
     assert expected in message
+
+
+def load_within(path: Path, seconds: float = 10.0):
+    """load_image(path) in a thread, as (exception or image, seconds taken); fails the test if it blocks (opening
+    a FIFO waits for a writer: one is then opened to release the thread)."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = load_image(path)
+        except Exception as exc:  # the InputImageError under test, or anything else to report
+            outcome["value"] = exc
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+        pytest.fail(f"load_image blocked on {path} for {seconds} s")
+    return outcome["value"], time.perf_counter() - start
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["fifo", "symlink-to-fifo"])
+def test_named_pipe_is_refused_at_once(tmp_path, link):
+    fifo = tmp_path / "input.png"
+    os.mkfifo(fifo)
+    path = fifo
+    if link:
+        path = tmp_path / "link.png"
+        path.symlink_to(fifo)
+    error, seconds = load_within(path)
+    assert isinstance(error, InputImageError) and seconds < 5
+    message = str(error)
+    assert f"input.path={path} is " in message and "named pipe (FIFO)" in message
+    assert "regular image file" in message and "Save the image to a file" in message  # what to do
+    assert ("symbolic link to" in message) == link
+    assert "\n" not in message  # one paragraph
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_device_is_refused():
+    with pytest.raises(InputImageError, match="is a character device"):
+        load_image("/dev/null")
+
+
+def test_dangling_symlink_says_where_it_points(tmp_path):
+    link = tmp_path / "input.png"
+    link.symlink_to(tmp_path / "gone.png")
+    with pytest.raises(InputImageError, match="does not exist .a symbolic link to .*gone.png"):
+        load_image(link)
+
+
+RED, BLUE = (230, 20, 20), (20, 20, 230)
+
+
+@pytest.mark.parametrize("orientation, red_corner", [(6, "top right"), (8, "bottom left"), (1, "top left")])
+def test_exif_orientation_is_applied_before_resizing(tmp_path, orientation, red_corner):
+    """A wide picture stored with a red block at its stored top-left corner and an EXIF Orientation tag: 6 means
+    "rotate 90 degrees clockwise to display", 8 counter-clockwise. Photo apps show it tall; so must svdbench."""
+    stored = Image.new("RGB", (96, 48), BLUE)
+    stored.paste(RED, (0, 0, 16, 16))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    stored.save(path, quality=95, exif=exif)
+
+    image = load_image(path)
+    assert image.size == ((96, 48) if orientation == 1 else (48, 96))
+    corners = {
+        "top left": (2, 2),
+        "top right": (image.width - 3, 2),
+        "bottom left": (2, image.height - 3),
+        "bottom right": (image.width - 3, image.height - 3),
+    }
+
+    def is_red(pixel):
+        return pixel[0] > 180 and pixel[1] < 70 and pixel[2] < 70
+
+    for name, xy in corners.items():
+        assert is_red(image.getpixel(xy)) == (name == red_corner), name
+    # conditioning_image resizes the upright picture: at twice the size the red block is still in that corner.
+    big = conditioning_image(str(path), 2 * image.width, 2 * image.height)
+    x, y = corners[red_corner]
+    assert is_red(big.getpixel((2 * x, 2 * y)))

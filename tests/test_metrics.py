@@ -7,20 +7,23 @@ rigid motion plus a brightness seam at every 8th frame (seams), brightness alone
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from svdbench.metrics import METRICS, PSNR_IDENTICAL, compute_suite, paired_chunk_psnr, psnr, ssim
+from svdbench.image import test_card
+from svdbench.metrics import METRICS, PSNR_IDENTICAL, compute_suite, flow, paired_chunk_psnr, psnr, ssim
 from svdbench.metrics.__main__ import main as metrics_main
 from svdbench.metrics.definitions import DOC, HIGHER, LOWER, NA, markdown_table
 from svdbench.metrics.fidelity import decode_to_uint8
 from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
-from svdbench.metrics.suite import boundary_pairs
+from svdbench.metrics.suite import SEAM_FLOOR_LUMA, SEAM_FLOOR_WARP, STATIC_PX_PER_256, boundary_pairs
 from svdbench.video import to_uint8, write_mp4
 
 from .conftest import offline_env
@@ -191,6 +194,158 @@ def test_no_boundary_ratio_without_inside_and_boundary_pairs(chunk):
     assert s["chunk_boundary_pairs"] == (list(range(T - 1)) if chunk == 1 else [])
 
 
+# --- side by side with the references: Lai et al., EvalCrafter, VBench, and where svdbench departs ---------
+
+
+def lai_warp_error(img1: np.ndarray, warp_img2: np.ndarray, noc_mask: np.ndarray) -> float:
+    """Lai et al.'s evaluate_WarpError.py for one pair: its occlusion mask is read as a 3-channel image, so N
+    counts values (pixels x 3); with no kept value N is all values and the masked residual, all zeros, scores 0."""
+    mask = np.repeat(noc_mask[..., None], 3, axis=2).astype(np.float64)
+    diff = (warp_img2.astype(np.float64) - img1) / 255.0 * mask
+    n = mask.sum() or diff.size
+    return float(np.sum(diff**2) / n)
+
+
+def evalcrafter_warp_error(img1: np.ndarray, warp_img2: np.ndarray, noc_mask: np.ndarray) -> float:
+    """EvalCrafter's compute_video_warping_error for one pair: an H x W mask, so N counts pixels."""
+    mask = noc_mask.astype(np.float64)
+    diff = (warp_img2.astype(np.float64) - img1) / 255.0 * mask[..., None]
+    n = mask.sum() or diff.size
+    return float(np.sum(diff**2) / n)
+
+
+def test_warp_error_on_lai_and_evalcrafter_scales():
+    """A still picture whose R, G, B step by 4, 8 and 12 grey levels: the flow is 0 and every pixel is kept,
+    so both references can be evaluated on the frames themselves, and EvalCrafter's is 3x Lai et al.'s."""
+    still = TEXTURE[:H, :W] // 2 + 40  # 40..167: no clipping after +12
+    frames = np.stack([still, still + np.array([4, 8, 12], np.uint8)])
+    s = compute_suite(frames)
+    assert s["warp_valid_fraction"] > 0.95 and s["motion_mean"] < 0.05
+    everything = np.ones((H, W), bool)
+    lai, evalcrafter = (ref(frames[0], frames[1], everything) for ref in (lai_warp_error, evalcrafter_warp_error))
+    assert lai == pytest.approx((16 + 64 + 144) / 3 / 255**2) and evalcrafter == pytest.approx(3 * lai)
+    assert s["warp_error"] == pytest.approx(lai, rel=0.01)
+    assert s["warp_error_evalcrafter"] == pytest.approx(evalcrafter, rel=0.01)
+    assert s["warp_error_evalcrafter"] == pytest.approx(3 * s["warp_error"], rel=1e-12)
+    assert (
+        METRICS["warp_error_evalcrafter"].direction == LOWER
+        and "3 x warp_error" in METRICS["warp_error_evalcrafter"].definition
+    )
+    assert compute_suite(frames[:1])["warp_error_evalcrafter"] is None
+
+
+def masks_eat_the_pair(kept: int, size: tuple[int, int] = (60, 80)):
+    """A pair whose flow is known exactly: forward flow 0 everywhere, backward flow 0 at the first `kept`
+    pixels (consistent) and 3 px elsewhere (|F_fw + F_bw|^2 = 9 > 0.01 x 9 + 0.5: occluded). Frame t+1 is
+    2 grey levels brighter at the kept pixels and 10 brighter elsewhere."""
+    h, w = size
+    forward = np.zeros((h, w, 2), np.float32)
+    backward = np.full((h, w, 2), [3.0, 0.0], np.float32)
+    backward.reshape(-1, 2)[:kept] = 0
+    rgb0 = np.full((h, w, 3), 100, np.float32)
+    rgb1 = np.full((h, w, 3), 110, np.float32)
+    rgb1.reshape(-1, 3)[:kept] = 102
+    grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    noc = np.zeros(h * w, bool)
+    noc[:kept] = True
+    result = flow.warp_residual(forward, backward, rgb0, rgb1, grid, factor=1)
+    return result, rgb0, rgb1, noc.reshape(h, w)
+
+
+@pytest.mark.parametrize("kept", [0, 24, 47, 48, 96])
+def test_pairs_the_masks_eat_are_scored_over_all_pixels(kept):
+    """The documented rule: under 1 % of pixels kept (48 of 4800 here), the pair is scored over all pixels, where
+    Lai et al. and EvalCrafter score the few kept pixels, and a pair with none kept 0."""
+    result, rgb0, rgb1, noc = masks_eat_the_pair(kept)
+    total = 60 * 80
+    assert result.valid_fraction == kept / total
+    over_all = np.mean((rgb1.astype(np.float64) - rgb0) ** 2) / 255**2
+    assert over_all == pytest.approx((kept * 4 + (total - kept) * 100) / total / 255**2)
+    lai = lai_warp_error(rgb0, rgb1, noc)
+    if kept < flow.MIN_VALID_FRACTION * total:
+        assert result.warp_error == pytest.approx(over_all, rel=1e-9)
+        assert lai == (0.0 if kept == 0 else pytest.approx(4 / 255**2))  # where the references differ
+        assert result.warp_error > 20 * lai
+    else:
+        assert result.warp_error == pytest.approx(4 / 255**2, rel=1e-9) == lai
+    assert evalcrafter_warp_error(rgb0, rgb1, noc) == pytest.approx(3 * lai)
+
+
+def test_a_negative_frame_counts_as_a_large_change():
+    """A frame followed by its negative: the masks keep no pixel, which Lai et al.'s and EvalCrafter's code would
+    score 0 (perfectly consistent); svdbench scores the pair over all pixels, near the unwarped difference."""
+    frames = np.stack([TEXTURE[:H, :W], 255 - TEXTURE[:H, :W]])
+    s = compute_suite(frames)
+    assert s["warp_valid_fraction"] < flow.MIN_VALID_FRACTION
+    unwarped = np.mean((frames[1].astype(np.float64) - frames[0]) ** 2) / 255**2
+    assert 0.3 * unwarped < s["warp_error"] <= unwarped
+
+
+def moving_block(consistent: bool, factor: int = 2):
+    """Forward flow 0 except a block of 3 of 100 columns moving 10 px right; its backward flow agrees (it is
+    consistent) or is 0 (it is not)."""
+    forward = np.zeros((100, 100, 2), np.float32)
+    forward[:, 40:43] = [10.0, 0.0]
+    backward = np.zeros((100, 100, 2), np.float32)
+    if consistent:
+        backward[:, 50:53] = [-10.0, 0.0]  # where the block lands
+    rgb = np.zeros((100, 100, 3), np.float32)
+    grid = np.meshgrid(np.arange(100, dtype=np.float32), np.arange(100, dtype=np.float32))
+    return flow.warp_residual(forward, backward, rgb, rgb, grid, factor)
+
+
+def test_static_filter_ranks_only_consistent_flow():
+    """The documented departure from VBench: a pair's top 2 % ranks the forward-backward-consistent pixels.
+    VBench, ranking all pixels, would score both pairs 10 px x factor 2 = 20 px."""
+    assert moving_block(consistent=True).motion_top2 == 20.0
+    assert moving_block(consistent=False).motion_top2 == 0.0
+    assert moving_block(consistent=False).motion_top5 == 0.0 and moving_block(consistent=True).motion_top5 > 5
+
+
+def test_why_the_static_filter_masks_dis_flow():
+    """The reason for that departure, measured: on the test card panning 1 px per frame (1.4 px per pair, far
+    under the 6.75 px threshold at 576 x 1024), DIS's vectors on flat regions and straight edges fill the top
+    2 % of all pixels, while the consistent pixels stay under the threshold."""
+    t, h, w = 9, 576, 1024
+    card = np.asarray(test_card(w + t + 16, h + t + 16))
+    frames = np.stack([card[t - i : t - i + h, i : i + w] for i in range(t)])
+    factor = flow.analysis_factor(h, w)
+    small = flow.downscale(frames, factor)
+    grays, rgb = flow.gray(small), small.astype(np.float32)
+    grid = np.meshgrid(np.arange(small.shape[2], dtype=np.float32), np.arange(small.shape[1], dtype=np.float32))
+    dis = flow.make_dis()
+    masked = [
+        flow.pair_flow(dis, grays[i], grays[i + 1], rgb[i], rgb[i + 1], grid, factor).motion_top2 for i in range(t - 1)
+    ]
+    every = [
+        flow.top_means(flow.magnitude_px(dis.calc(grays[i], grays[i + 1], None), factor), (flow.TOP_STATIC,))[0]
+        for i in range(t - 1)
+    ]
+    threshold = STATIC_PX_PER_256 * h / 256
+    assert np.median(every) > 3 * threshold
+    assert np.median(masked) < threshold
+
+
+@pytest.mark.parametrize("seam, warp_ratio, luma_ratio", [(8, 384, 19.6), (3, 54, 7.35), (1, 6, 2.45)])
+def test_seam_over_static_chunks_reads_a_large_but_finite_ratio(seam, warp_ratio, luma_ratio):
+    """A still picture whose brightness steps by `seam` grey levels between chunks: the inside pairs do not change
+    at all, so the floors (uint8 rounding noise of a difference: 1/6 grey level^2, 0.408 grey level) decide the
+    ratio. With the old floors (1e-6 and 0.01) a +8 seam read 984 and 800."""
+    frames = brighten(static_video(), [seam * ((t // CHUNK) % 2) for t in range(T)])
+    s = compute_suite(frames, decode_chunk_size=CHUNK)
+    assert SEAM_FLOOR_WARP == pytest.approx(1 / 6 / 255**2) and SEAM_FLOOR_LUMA == pytest.approx(0.408, abs=1e-3)
+    assert s["boundary_warp_ratio"] == pytest.approx(warp_ratio, rel=0.02)
+    assert s["boundary_luma_ratio"] == pytest.approx(luma_ratio, rel=0.02)
+
+
+def test_no_seam_reads_about_one_even_with_noise():
+    noise = np.random.default_rng(6).normal(0, 2, (T, H, W, 3)).round().astype(np.int16)
+    frames = np.clip(static_video().astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    s = compute_suite(frames, decode_chunk_size=CHUNK)
+    assert s["boundary_warp_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert s["boundary_luma_ratio"] == pytest.approx(1.0, abs=0.1)
+
+
 def test_psnr_and_ssim():
     rng = np.random.default_rng(4)
     a = TEXTURE[:H, :W]
@@ -256,7 +411,7 @@ def test_suite_is_plain_json_and_every_key_is_defined(suites):
     for s in suites.values():
         assert json.loads(json.dumps(s, allow_nan=False)) == s
         assert all(plain_json(v) for v in s.values())
-        assert set(s) <= set(METRICS)
+        assert set(s) == set(METRICS) - {"paired_chunk_psnr"}  # the runner adds that one
     assert all(m.direction in (HIGHER, LOWER, NA) and m.unit and m.definition for m in METRICS.values())
     assert METRICS["temporal_flickering"].direction == HIGHER and METRICS["warp_error"].direction == LOWER
 
@@ -441,3 +596,104 @@ def test_cli_error_exit_status_in_a_subprocess(tmp_path):
     proc = run_metrics(tmp_path, "nothing.mp4")
     assert proc.returncode == 2
     assert proc.stdout == "" and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def save_frames(folder, frames) -> str:
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    return str(folder)
+
+
+def note_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("note: ")]
+
+
+def test_cli_notes_say_what_the_missing_figures_need(tmp_path, capsys):
+    video = save_frames(tmp_path / "frames", seams_video()[:12])
+    Image.fromarray(seams_video()[0]).save(tmp_path / "reference.png")
+
+    assert metrics_main([video, "--json"]) == 0
+    out, err = capsys.readouterr()
+    suite = json.loads(out)
+    assert suite["boundary_warp_ratio"] is None and suite["first_frame_psnr"] is None
+    notes = note_lines(err)
+    assert len(notes) == 2
+    assert "boundary_warp_ratio" in notes[0] and "--decode-chunk-size" in notes[0]
+    assert "first_frame_psnr" in notes[1] and "--reference" in notes[1]
+
+    assert (
+        metrics_main([video, "--json", "--decode-chunk-size", "8", "--reference", str(tmp_path / "reference.png")]) == 0
+    )
+    out, err = capsys.readouterr()
+    suite = json.loads(out)
+    assert suite["boundary_warp_ratio"] > 1 and suite["first_frame_psnr"] == PSNR_IDENTICAL
+    assert note_lines(err) == []
+
+    assert metrics_main([video, "--decode-chunk-size", "20", "--reference", str(tmp_path / "reference.png")]) == 0
+    out, err = capsys.readouterr()
+    (note,) = note_lines(err)
+    assert "--decode-chunk-size 20 puts 0 of the 11 pairs across chunks" in note
+
+
+def test_cli_on_a_one_frame_video(tmp_path, capsys):
+    """Exit 0 with the per-frame figures, and one line saying why the temporal ones are '-'."""
+    video = save_frames(tmp_path / "one", translation_video()[:1])
+    Image.fromarray(translation_video()[0]).save(tmp_path / "reference.png")
+    assert (
+        metrics_main([video, "--json", "--decode-chunk-size", "8", "--reference", str(tmp_path / "reference.png")]) == 0
+    )
+    out, err = capsys.readouterr()
+    suite = json.loads(out)
+    assert suite["frames"] == 1 and len(suite["luma_per_frame"]) == 1 and suite["first_frame_psnr"] == PSNR_IDENTICAL
+    (note,) = note_lines(err)
+    assert "has 1 frame" in note and "at least 2 frames" in note
+    for key in ("temporal_flickering", "warp_error", "warp_error_evalcrafter", "static", "boundary_warp_ratio"):
+        assert suite[key] is None and key in note
+
+    assert metrics_main([video]) == 0  # the table: every temporal figure a "-"
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
+    assert rows["temporal_flickering"] == rows["warp_error"] == "-" and rows["frames"] == "1"
+    assert len(note_lines(err)) == 2  # the frame count, and the missing reference
+
+
+def returns_quickly(call, fifo, seconds: float = 10.0):
+    """`call()` in a thread; if it is still blocked after `seconds` (opening the FIFO waits for a writer), open the
+    FIFO for writing to release it, then fail."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+        pytest.fail(f"blocked on the named pipe {fifo} for {seconds} s")
+    return result["value"]
+
+
+@pytest.mark.parametrize("role", ["video", "reference"])
+def test_cli_refuses_a_named_pipe(tmp_path, capsys, role):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    video = save_frames(tmp_path / "frames", static_video()[:3])
+    argv = [str(fifo)] if role == "video" else [video, "--reference", str(fifo)]
+    assert returns_quickly(lambda: metrics_main(argv), fifo) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and "named pipe (FIFO)" in err and str(fifo) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_turns_an_exif_rotated_reference_upright(tmp_path, capsys):
+    """A reference stored sideways with EXIF Orientation 6 (as phones store portrait photos) is compared upright."""
+    frames = static_video()[:3]
+    video = save_frames(tmp_path / "frames", frames)
+    sideways = Image.fromarray(frames[0]).transpose(Image.Transpose.ROTATE_90)  # stored W x H swapped
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    sideways.save(tmp_path / "reference.jpg", quality=95, exif=exif)
+    assert metrics_main([video, "--json", "--reference", str(tmp_path / "reference.jpg")]) == 0
+    upright = json.loads(capsys.readouterr().out)["first_frame_psnr"]
+    sideways.save(tmp_path / "plain.jpg", quality=95)  # the same pixels without the tag
+    assert metrics_main([video, "--json", "--reference", str(tmp_path / "plain.jpg")]) == 0
+    assert upright > 30 > json.loads(capsys.readouterr().out)["first_frame_psnr"] + 10

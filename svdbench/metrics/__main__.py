@@ -3,6 +3,12 @@
 VIDEO is an mp4 (or anything ffmpeg reads), a gif, or a folder of frame images in name order. Results go
 to stdout and nothing else does, so `--json` output can be piped; problems go to stderr, and unusable
 input exits with status 2 and one paragraph saying what to fix.
+
+Figures that cannot be computed are printed as "-" (null in JSON), and stderr says why, one line each
+(lines starting "note: "): the chunk-seam ratios without --decode-chunk-size (or when the chunk leaves no
+pair inside or across chunks), the first-frame fidelity without --reference, and every temporal metric
+of a one-frame video. A one-frame video still exits with status 0: its per-frame figures (size, luma,
+first-frame PSNR and SSIM) are real results. Exit status 2 is kept for input that yields no figure at all.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from svdbench.metrics.definitions import METRICS
 from svdbench.metrics.io import VideoInputError, load_frames, load_reference
 
 log = logging.getLogger("svdbench.metrics")
+
+# Figures that are None for reasons of their own (no chunking, no reference), not for lack of a second frame.
+NOT_TEMPORAL = {"decode_chunk_size", "first_frame_psnr", "first_frame_ssim"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +77,36 @@ def table(suite: dict) -> str:
     return "\n".join(lines)
 
 
+def notes(suite: dict, args: argparse.Namespace) -> list[str]:
+    """One line for each group of figures left out ("-"), saying what they need."""
+    lines = []
+    if suite["frames"] < 2:
+        temporal = [name for name, value in suite.items() if value is None and name not in NOT_TEMPORAL]
+        lines.append(
+            f"note: {args.video} has 1 frame; the temporal metrics ({', '.join(temporal)}) need at least 2 frames "
+            "and are '-'. Only the per-frame figures are computed."
+        )
+    elif args.decode_chunk_size is None:
+        lines.append(
+            "note: the chunk-seam figures (boundary_warp_ratio, boundary_luma_ratio) need --decode-chunk-size N, "
+            "the VAE decode chunk the video was made with; they are '-' without it."
+        )
+    elif suite["boundary_warp_ratio"] is None:
+        seams, pairs = len(suite["chunk_boundary_pairs"]), suite["frames"] - 1
+        lines.append(
+            f"note: the chunk-seam figures compare pairs across and inside chunks; --decode-chunk-size "
+            f"{args.decode_chunk_size} puts {seams} of the {pairs} pairs across chunks, so they are '-'."
+        )
+    if suite["frames"] == 2:
+        lines.append("note: luma_diff2 needs at least 3 frames and is '-'.")
+    if args.reference is None:
+        lines.append(
+            "note: the first-frame fidelity (first_frame_psnr, first_frame_ssim) needs --reference IMAGE, the "
+            "conditioning image the video was generated from; it is '-' without it."
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
@@ -89,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         *frames.shape[:3],
         time.perf_counter() - start,
     )
+    for line in notes(suite, args):
+        print(line, file=sys.stderr)
     if args.pictures is not None:
         from svdbench.metrics.plots import save_pictures
 

@@ -39,18 +39,32 @@ METRICS: dict[str, Metric] = {
         NA,
         "bool",
         "VBench's static-filter rule on DIS flow: at most round(2T/16) pairs have a top-2 % flow magnitude "
-        "above 3 px per 256 px of the shorter side, and first<->last flow stays below 2x that count x threshold.",
+        "above 3 px per 256 px of the shorter side, and first<->last flow stays below 2x that count x threshold. "
+        "Unlike VBench (all pixels of RAFT flow), a pair's top 2 % ranks only pixels whose forward and backward "
+        "flow agree: DIS's arbitrary vectors on flat regions and straight edges would fill it.",
     ),
     "warp_error": Metric(
         LOWER,
         "MSE, values in [0, 1]",
-        "Mean over pairs of warp_error_per_pair (Lai et al. 2018, as used by EvalCrafter).",
+        "Mean over pairs of warp_error_per_pair: Lai et al. 2018's warping error and scale (squared RGB residual "
+        "per value, pixels x 3 channels). EvalCrafter uses the same error divided by pixels only, 3x this: see "
+        "warp_error_evalcrafter.",
     ),
     "warp_error_per_pair": Metric(
         LOWER,
         "MSE, values in [0, 1], list of T-1",
-        "Frame t+1 warped onto frame t with DIS flow; mean squared RGB residual over pixels not masked as "
-        "occluded (forward-backward check), motion boundary or out of frame; all pixels if < 1 % survive.",
+        "Frame t+1 warped onto frame t with DIS flow; mean squared RGB residual over the values of pixels not "
+        "masked as occluded (forward-backward check), motion boundary or out of frame. A pair with under 1 % "
+        "of pixels kept (a cut, a flash, unrelated frames) is scored over all pixels, so the event counts; Lai "
+        "et al.'s and EvalCrafter's code score a pair with no kept pixel 0, and one with a few over those few.",
+    ),
+    "warp_error_evalcrafter": Metric(
+        LOWER,
+        "squared RGB residual per pixel, values in [0, 1], 0..3",
+        "warp_error on EvalCrafter's scale, exactly 3 x warp_error: EvalCrafter's compute_video_warping_error "
+        "sums the squared residual over the 3 channels and divides by the number of unmasked pixels, not "
+        "values. Same flow, masks and rules as warp_error (EvalCrafter uses RAFT at half size, so numbers are "
+        "comparable in scale, not equal).",
     ),
     "warp_valid_fraction": Metric(NA, "fraction 0..1", "Share of pixels the warp-error masks kept, mean over pairs."),
     "luma_per_frame": Metric(NA, "grey level 0..255, list of T", "Mean BT.601 luma (0.299 R + 0.587 G + 0.114 B)."),
@@ -68,14 +82,17 @@ METRICS: dict[str, Metric] = {
     "boundary_warp_ratio": Metric(
         LOWER,
         "ratio (1 = no seam)",
-        "Mean warp error at chunk-boundary pairs / median warp error of the other pairs (both floored at 1e-6); "
-        "None without a boundary.",
+        "Mean warp error at chunk-boundary pairs / median warp error of the other pairs, both floored at "
+        "2.56e-6 (1/6 grey level^2: the mean square of the difference of two values rounded to uint8), so a "
+        "+8 grey-level seam in a static video reads 384, not about 1000; None without a boundary. A ratio of "
+        "squared residuals: a seam twice as strong reads 4x.",
     ),
     "boundary_luma_ratio": Metric(
         LOWER,
         "ratio (1 = no seam)",
-        "Mean luma change at chunk-boundary pairs / median luma change of the other pairs (both floored at "
-        "0.01); None without a boundary.",
+        "Mean luma change at chunk-boundary pairs / median luma change of the other pairs, both floored at "
+        "0.408 grey level (the RMS difference of two values rounded to uint8), so a +8 grey-level seam in a "
+        "static video reads 19.6, not 800; None without a boundary.",
     ),
     "motion_mean": Metric(
         NA,

@@ -1,7 +1,9 @@
 """Videos from other tools as uint8 RGB frames: mp4 (or any container ffmpeg reads), gif, a folder of images.
 
 Every failure is a `VideoInputError` whose message says what was wrong and how to fix it; the CLI
-prints it and exits with status 2.
+prints it and exits with status 2. Only regular files (after following symlinks) and folders are read: a
+named pipe would block forever and a device never ends. Images (frames and the reference) are turned
+upright by their EXIF Orientation tag, as photo apps show them and as svdbench.image loads input.path.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from svdbench.image import to_rgb
+from svdbench.image import not_a_regular_file, to_rgb, upright
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -39,11 +41,22 @@ def _same_size(frames: list[np.ndarray], names: list[str], where: Path) -> np.nd
     return np.stack(frames)
 
 
+def refuse_special_file(path: Path, what: str, fix: str) -> None:
+    """A VideoInputError when `path` is not a regular file (a FIFO, a device, ...), before anything opens it."""
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise VideoInputError(
+            f"{what} {path} is {kind}, not a regular file: a named pipe would make this wait for a writer "
+            f"forever, and a device or socket is not {fix}. Save it to a file first and give that file's path."
+        )
+
+
 def read_image(path: Path) -> np.ndarray:
-    """One image file as uint8 RGB (H x W x 3)."""
+    """One image file as uint8 RGB (H x W x 3), upright by its EXIF orientation."""
+    refuse_special_file(path, "The image", "an image")
     try:
         with Image.open(path) as image:
-            return np.asarray(to_rgb(image))
+            return np.asarray(to_rgb(upright(image)))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise VideoInputError(
             f"{path} could not be read as an image ({type(exc).__name__}: {exc}). It may be truncated or not an "
@@ -101,6 +114,7 @@ def load_frames(path: str | Path) -> np.ndarray:
         )
     if path.is_dir():
         return read_folder(path)
+    refuse_special_file(path, "The video", "a video")
     if path.suffix.lower() == ".gif":
         return read_gif(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -113,9 +127,17 @@ def load_frames(path: str | Path) -> np.ndarray:
 def load_reference(path: str | Path) -> np.ndarray:
     """The conditioning image for the first-frame fidelity metrics, uint8 RGB."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise VideoInputError(
-            f"--reference {path} is not an image file. Give the conditioning image (PNG or JPEG) the video was "
+            f"--reference {path} does not exist. Give the conditioning image (PNG or JPEG) the video was "
             "generated from, or leave --reference out to skip the first-frame PSNR and SSIM."
+        )
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise VideoInputError(
+            f"--reference {path} is {kind}, not an image file: a directory holds no single image, a named pipe "
+            "would make this wait for a writer forever, and a device or socket is not an image. Give the "
+            "conditioning image (PNG or JPEG) the video was generated from, saved as a file, or leave --reference "
+            "out to skip the first-frame PSNR and SSIM."
         )
     return read_image(path)

@@ -1,9 +1,20 @@
-"""The weight-free flicker and temporal-consistency suite of one video (DESIGN.md section 4).
+"""The weight-free flicker and temporal-consistency suite of one video.
+
+Four families of figures, none of which needs a network or downloaded weights:
+
+- photometric flicker: VBench's temporal_flickering (exact), and the frame-mean BT.601 luma per frame,
+  per pair and its first and second differences;
+- flicker that motion does not explain: Lai et al.'s warping error on DIS optical flow (also on
+  EvalCrafter's 3x scale), with occlusions and motion boundaries masked, and the flow's own motion
+  figures and VBench's static flag;
+- VAE chunk seams: the pairs that straddle two decode chunks against the pairs inside chunks;
+- first-frame fidelity: PSNR and SSIM of frame 0 against the conditioning image.
 
 `compute_suite(frames)` returns plain JSON values only (floats, ints, bools, lists, None), so the runner
 can store it as it is. Pair metrics are None for a one-frame video; chunk-boundary ratios are None
 when the video is decoded in one chunk; first-frame fidelity is None without a reference image.
-Every key is defined, with its unit and direction, in `svdbench.metrics.definitions.METRICS`.
+Every key is defined, with its unit, direction and formula, in `svdbench.metrics.definitions.METRICS`,
+which docs/metrics.md reproduces along with the method and its limits.
 """
 
 from __future__ import annotations
@@ -20,13 +31,21 @@ from svdbench.metrics.fidelity import psnr, ssim
 
 # BT.601 luma weights (R, G, B): what "brightness" means for the photometric flicker metrics.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-# Floors for the chunk-boundary ratios, so that a video without any change gives 1 rather than 0/0 and
-# noise-level residuals do not make huge ratios. Warp error 1e-6 is below the uint8 rounding noise
-# (1/12 grey level squared = 1.3e-6 on the [0, 1] scale); luma 0.01 is a hundredth of a grey level.
-SEAM_FLOOR_WARP = 1e-6
-SEAM_FLOOR_LUMA = 0.01
+# Floors for the chunk-boundary ratios: a pair changing less than uint8 rounding alone would make counts as
+# changing by that much. Rounding a value to uint8 errs uniformly within half a grey level (variance 1/12),
+# so the difference of two independently rounded values has variance 2/12 = 1/6 grey level^2: the warp
+# floor is that mean square, on the [0, 1] scale (2.56e-6), and the luma floor its root, 0.408 grey level.
+# Without them a seam in an otherwise static video divides by next to nothing (a +8 grey-level seam read
+# about 1000 with floors of 1e-6 and 0.01); with them it reads 8^2 x 6 = 384 (warp) and 8 / 0.408 = 19.6
+# (luma), a seam of 1 grey level still 6 and 2.4, and a video without any change exactly 1.
+QUANTIZATION_DIFF_VAR = 2 / 12  # grey level^2
+SEAM_FLOOR_WARP = QUANTIZATION_DIFF_VAR / 255.0**2
+SEAM_FLOOR_LUMA = math.sqrt(QUANTIZATION_DIFF_VAR)
 # VBench's static filter: a pair moves if its top-2 % flow exceeds 3 px per 256 px of the shorter side.
 STATIC_PX_PER_256 = 3.0
+# EvalCrafter's warping error divides the masked squared RGB residual by kept pixels, Lai et al.'s by kept
+# values (pixels x 3 channels): the same residual is 3x larger on EvalCrafter's scale.
+EVALCRAFTER_SCALE = 3
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
@@ -68,7 +87,11 @@ def boundary_pairs(num_frames: int, decode_chunk_size: int | None) -> list[int]:
 
 
 def boundary_ratio(per_pair: Sequence[float], boundaries: Sequence[int], floor: float) -> float | None:
-    """Mean residual at chunk boundaries over the median residual inside chunks (1: no seam)."""
+    """Mean residual at chunk boundaries over the median residual inside chunks (1: no seam).
+
+    Both sides are raised to `floor` first (SEAM_FLOOR_WARP or SEAM_FLOOR_LUMA), so static chunk interiors
+    do not turn a seam of a few grey levels into a ratio of thousands.
+    """
     seams = set(boundaries)
     inside = [v for t, v in enumerate(per_pair) if t not in seams]
     if not boundaries or not inside:
@@ -81,9 +104,12 @@ def is_static(pair_scores: Sequence[float], loop_scores: Sequence[float], num_fr
     """VBench's static-filter rule (vbench2_beta_long/static_filter.py), on DIS flow instead of RAFT.
 
     A pair "moves" when the mean of its top 2 % flow magnitudes exceeds 3 px per 256 px of the shorter
-    side. The video is static when at most round(2 T / 16) consecutive pairs move and the first-to-last
-    and last-to-first flows stay below twice that count times the threshold (the count is taken as at
-    least 1 there, where VBench would demand exactly zero flow for videos under five frames).
+    side. VBench ranks all pixels of its RAFT flow; here only the forward-backward-consistent pixels of
+    the DIS flow count, because DIS's arbitrary vectors on flat regions and straight edges would fill the
+    top 2 % (flow.TOP_STATIC says by how much). The video is static when at most round(2 T / 16) pairs of
+    neighbouring frames move and the first-to-last and last-to-first flows (all pixels: there is no
+    backward flow to check them with) stay below twice that count times the threshold (the count is taken
+    as at least 1 there, where VBench would demand exactly zero flow for videos under five frames).
     """
     threshold = STATIC_PX_PER_256 * min(height, width) / 256.0
     allowed = round(2 * num_frames / 16)
@@ -101,6 +127,7 @@ def _flow_pairs(small: np.ndarray, factor: int) -> tuple[list[flow.PairFlow], li
     pairs = [
         flow.pair_flow(dis, grays[t], grays[t + 1], rgb[t], rgb[t + 1], grid, factor) for t in range(len(small) - 1)
     ]
+    # No backward flow for these two, so no consistency mask: all pixels, as VBench ranks them.
     loop_scores = [
         flow.top_means(flow.magnitude_px(dis.calc(grays[a], grays[b], None), factor), (flow.TOP_STATIC,))[0]
         for a, b in ((0, -1), (-1, 0))
@@ -155,6 +182,7 @@ def compute_suite(
         "temporal_flickering": temporal_flickering(frames),
         "static": is_static([p.motion_top2 for p in pairs], loop_scores, num_frames, height, width) if pairs else None,
         "warp_error": _mean(warp),
+        "warp_error_evalcrafter": None if not warp else EVALCRAFTER_SCALE * _mean(warp),
         "warp_error_per_pair": warp,
         "warp_valid_fraction": _mean([p.valid_fraction for p in pairs]),
         "luma_per_frame": luma,
