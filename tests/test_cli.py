@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import yaml
 
 from svdbench.video import read_video
@@ -74,3 +75,97 @@ def test_multirun_sweep(tmp_path):
     a = videos[("cond.motion_bucket_id=60", "opt=none")]
     b = videos[("cond.motion_bucket_id=180", "opt=none")]
     assert not np.array_equal(a, b)
+
+
+# ---- the command line: every wrong setting ends before anything is written, with one paragraph ------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model=null"], "error: model=null is not valid: `model` takes the name of one preset. Available options in"),
+        (
+            ["+cond.motionbucket=200"],
+            "error: +cond.motionbucket=200: `cond.motionbucket` is not a setting of svdbench.",
+        ),
+        (["+foo=bar"], "error: +foo=bar: `foo` is not a setting of svdbench."),
+        (["opt=[none,chunking]"], "To compare them, sweep them: python -m svdbench -m opt=none,chunking."),
+        (
+            ["cond.motion_bucket_id=abc"],
+            "error: cond.motion_bucket_id=abc is not valid: cond.motion_bucket_id takes an",
+        ),
+        (["model.path=./svd-xt"], "error: model.path=./svd-xt is given, but model.weights=random builds"),
+        (
+            ["--cfg", "job", "height=10000"],
+            "error: height=10000 is invalid: it must be a multiple of 64, from 64 up to",
+        ),
+        (["-c", "job", "cond.noise_aug_strength=inf"], "error: cond.noise_aug_strength=inf is invalid: it must be a"),
+        (["--cfg", "all", "seed=99999999999999999999"], "(torch.Generator.manual_seed takes 0 <= seed < 2**63 here)"),
+    ],
+)
+def test_invalid_settings_stop_before_anything_is_written(tmp_path, args, message):
+    proc = run_cli(tmp_path, *args, "hydra.run.dir=run", "logger=none")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert proc.stderr.count("error: ") == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # with --cfg: no config printed either
+    assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_help_names_svdbench_and_lists_every_setting(tmp_path):
+    from svdbench.config import settings
+
+    proc = run_cli(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.startswith("svdbench: what Stable Video Diffusion costs") and "__main__" not in out
+    assert "python -m svdbench model=xt model.weights=random opt=compile" in out
+    assert "python -m svdbench -m opt=none,chunking,offload" in out
+    assert "model: small, svd, tiny, xt" in out  # the groups, from Hydra ($APP_CONFIG_GROUPS)
+    assert (
+        "  cond.motion_bucket_id: int = 127 (from 0 up to 255)\n      Amount of motion the model is conditioned" in out
+    )
+    assert "  opt.decode_chunk_size: int or null = null (at least 1)\n      Frames the VAE decodes at a time" in out
+    assert "  height: int = the model's, model.height (a multiple of 64, from 64 up to 4096)" in out
+    assert [info.key for info in settings() if f"\n  {info.key}: " not in out] == []
+
+
+@pytest.mark.parametrize("flag, expected", [("--info", "Config search path"), ("--hydra-help", "Hydra (")])
+def test_hydras_own_flags_still_work(tmp_path, flag, expected):
+    proc = run_cli(tmp_path, flag)
+    assert proc.returncode == 0 and expected in proc.stdout, proc.stderr[-2000:]
+
+
+def test_cfg_job_shows_the_full_config(tmp_path):
+    from .test_config import DEFAULTS, flat
+
+    proc = run_cli(tmp_path, "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = flat(yaml.safe_load(proc.stdout))
+    interpolated = {"height": "${model.height}", "width": "${model.width}", "num_frames": "${model.num_frames}"}
+    assert shown == DEFAULTS | interpolated
+
+
+def test_one_frame_runs_without_guidance_and_is_refused_with_it(tmp_path):
+    one = ["num_frames=1", "num_inference_steps=2", "bench.warmup=0", "bench.repeats=1", "logger=none"]
+    proc = run_cli(tmp_path, "hydra.run.dir=off", *one, "max_guidance_scale=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_json(tmp_path / "off" / "results.json")["status"] == "ok"
+    proc = run_cli(tmp_path, "hydra.run.dir=on", *one)
+    assert proc.returncode == 2 and not (tmp_path / "on").exists()
+    assert "error: num_frames=1 with max_guidance_scale=3.0 fails inside diffusers' StableVideoDiffusionPipeline" in (
+        proc.stderr
+    )
+    assert "Turn guidance off with max_guidance_scale=1, generate at least 2 frames (num_frames=2)" in proc.stderr
+
+
+def test_why_one_frame_with_guidance_is_refused(tiny_pipeline):
+    """diffusers prepares guidance from max_guidance_scale but guides each frame with torch.linspace(min, max,
+    num_frames): one frame gets min_guidance_scale. If diffusers changes this, the refusal can be lifted."""
+    from PIL import Image
+
+    image = Image.new("RGB", (128, 128), (120, 80, 40))
+    call = dict(height=128, width=128, num_frames=1, num_inference_steps=1, output_type="np", decode_chunk_size=1)
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        tiny_pipeline(image, min_guidance_scale=1.0, max_guidance_scale=3.0, **call)
+    assert tiny_pipeline(image, min_guidance_scale=2.0, max_guidance_scale=3.0, **call).frames[0].shape[0] == 1
