@@ -1,7 +1,8 @@
-"""`python -m svdbench [overrides]`: compose the config, run one measurement, write the record, log to W&B.
+"""`python -m svdbench [overrides]`: compose the config, measure, write the run's record.
 
-In a multirun each job runs in a child process of its own (see svdbench/sweep.py); jobs whose
-directory already holds complete results of the same config are skipped.
+This file only composes (Hydra), sets the exit status and handles signals. The measurement is
+`svdbench.runner.run`, the record on disk `svdbench.rundir.write_record`, and a multirun's job logic
+(one process per job, resume, failures as results) `svdbench.sweep`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,82 +19,42 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from svdbench.config import ConfigError, RunConfig, register_configs, to_run_config
-from svdbench.preflight import unknown_setting
-from svdbench.record import config_hash, environment, provenance
-from svdbench.results import STEPS_FILE, RunResult, now_iso, read_results, write_results, write_steps_csv
-from svdbench.runner import run
-from svdbench.sweep import launcher_isolates_jobs, objectives, previous_result, run_in_child
+from svdbench.config import ConfigError, register_configs, to_run_config
+from svdbench.results import RunResult, now_iso
+from svdbench.rundir import SWEEP_ENV, write_record
+from svdbench.sweep import SCHEMA_MATCH_WARNING, register_plugins
 
-log = logging.getLogger("svdbench")
 register_configs()
+warnings.filterwarnings("ignore", message=SCHEMA_MATCH_WARNING)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(composed: DictConfig) -> tuple[float, float]:
+def main(composed: DictConfig) -> tuple[float, float] | None:
+    from svdbench.runner import Measurement, run
+    from svdbench.sweep import objectives, sweep_job
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     # A sweep's child process runs in RUN mode; the parent tells it which sweep it belongs to.
-    sweep = str(hydra_cfg.sweep.dir) if multirun else os.environ.get("SVDBENCH_SWEEP")
+    sweep = str(hydra_cfg.sweep.dir) if multirun else os.environ.get(SWEEP_ENV)
     try:
         cfg = to_run_config(composed)
-    except ConfigError as exc:
-        result = record(None, run_dir, RunResult(status="error", reason=str(exc), finished_at=now_iso()), overrides)
-    else:
+    except ConfigError as exc:  # checked before Hydra started (svdbench.arguments); a job of a sweep lands here
+        failed = RunResult(status="error", reason=str(exc), finished_at=now_iso())
+        write_record(None, run_dir, Measurement(failed), overrides, sweep)
         if multirun:
-            return sweep_job(cfg, run_dir, overrides, sweep)
-        result = record(cfg, run_dir, run(cfg, run_dir), overrides, sweep)
+            return objectives(None, None)
+        sys.exit(2 if sweep is None else 1)
+    if multirun:
+        return sweep_job(cfg, run_dir, overrides, str(sweep))
+    result = write_record(cfg, run_dir, run(cfg), overrides, sweep)
     if result.status == "interrupted":
         raise KeyboardInterrupt  # the record is written; stop here, and stop a sweep too
-    if result.status != "ok" and not multirun:
+    if result.status != "ok" or result.file_errors:
         sys.exit(1)
-    return objectives(result.to_dict(), None)
-
-
-def record(cfg: RunConfig | None, run_dir: Path, result: RunResult, overrides: list[str], sweep=None) -> RunResult:
-    """Write the run's record, then (outside every measured interval) the optional W&B copy."""
-    result.environment = environment()
-    result.provenance = provenance(overrides)
-    if write_steps_csv(run_dir, result):
-        result.files["steps"] = STEPS_FILE
-    path = write_results(run_dir, result)
-    if result.status == "ok":
-        log.info(
-            "ok: %.3f s per video (median of %d), %.2f frames/s, peak host memory %.2f GiB -> %s",
-            result.latency.stats.median,
-            result.latency.stats.n,
-            result.throughput.frames_per_s,
-            result.memory.host_peak_gib,
-            path,
-        )
-    else:
-        log.error("%s: %s\nRecorded in %s", result.status, result.reason, path)
-    if cfg is not None and cfg.logger.name == "wandb" and result.status != "interrupted":
-        from svdbench.tracking import log_run
-
-        log_run(cfg, run_dir, result, overrides, sweep)
-    return result
-
-
-def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -> tuple[float, float]:
-    """One job of a multirun: skipped if already complete, else run in its own process (or here)."""
-    previous = None if cfg.sweep.redo else previous_result(run_dir, config_hash(cfg))
-    if previous is not None:
-        log.info("Skipping %s: complete results (%s) of the same config exist.", run_dir, previous["status"])
-        return objectives(previous, cfg.sweep.flicker_limit)
-    if cfg.sweep.isolate and not launcher_isolates_jobs():
-        os.environ["SVDBENCH_SWEEP"] = sweep
-        run_in_child(run_dir, overrides)
-        return objectives(read_results(run_dir), cfg.sweep.flicker_limit)
-    result = run(cfg, run_dir)
-    if not cfg.sweep.isolate:
-        result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
-    result = record(cfg, run_dir, result, overrides, sweep)
-    if result.status == "interrupted":
-        raise KeyboardInterrupt
-    return objectives(result.to_dict(), cfg.sweep.flicker_limit)
+    return None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -106,14 +68,22 @@ def _interrupt(signum, frame) -> None:
 
 
 def cli() -> None:
-    """Entry point: SIGTERM is handled like Ctrl-C (the run is recorded as interrupted), and an
-    interruption ends with a one-line message and exit status 130, not a traceback."""
+    """Entry point: the command line is checked before Hydra creates anything (exit 2 with one paragraph);
+    SIGTERM is handled like Ctrl-C (the run is recorded as interrupted), and an interruption ends with a
+    one-line message and exit status 130, not a traceback."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    problem = unknown_setting(sys.argv[1:])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    # A log line that cannot be written (a full disk under the log file) is dropped, not printed as a traceback:
+    # the record's own writes say what failed.
+    logging.raiseExceptions = False
+    if not os.environ.get(SWEEP_ENV):  # a sweep checks its jobs' settings before it starts them
+        from svdbench.arguments import check_command_line
+
+        problem = check_command_line(sys.argv[1:])
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
+    register_plugins()
     try:
         main()
     except KeyboardInterrupt:

@@ -2,6 +2,9 @@
 
 `python -m svdbench.compare SWEEP_DIR [--out DIR] [--baseline opt.name=none]`
 
+Exit status: 0 compared (jobs whose files cannot be read are skipped, each with a warning naming the file);
+2 nothing to compare, or --out holds another directory's comparison.
+
 Each job is compared with a baseline job: by default the one with `opt.name=none` whose settings
 outside the `opt` group are equal (when several qualify, the one closest to the default options).
 Ratios: speed-up = baseline latency / job latency; memory saved = baseline peak - job peak; flicker
@@ -24,8 +27,11 @@ import yaml
 from omegaconf import OmegaConf
 
 from svdbench.config import OptConfig, RunConfig
-from svdbench.record import is_presentation
-from svdbench.results import RESULTS_FILE, flatten, lookup, read_results
+from svdbench.dotted import flatten
+from svdbench.files import DirectoryBusy, DirectoryLock, atomic_path, write_text_atomic
+from svdbench.guide_claims import check_claims
+from svdbench.identity import is_presentation
+from svdbench.results import RESULTS_FILE, ResultsError, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +49,25 @@ class Job:
     directory: Path
     name: str  # the job's path under the compared directory, e.g. "3" or "modes/3"
     overrides: dict[str, str]
-    config: dict[str, Any]
-    result: dict[str, Any]
+    config: dict[str, Any]  # the job's settings, flattened to dotted keys
+    result: RunResult
     label: str = ""
     baseline: Job | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
-        return self.result.get("status") == "ok"
-
-    def get(self, dotted: str) -> Any:
-        return lookup(self.result, dotted)
+        return self.result.ok
 
     @property
     def latency(self) -> float | None:
-        return self.get("latency.stats.median")
+        return self.result.median_s
 
     @property
     def peak_memory_gib(self) -> float | None:
-        """Device peak (max allocated) when there is a device, else host peak resident memory."""
-        device = self.get("memory.device_max_allocated_gib")
-        return device if device is not None else self.get("memory.host_peak_gib")
+        return self.result.peak_memory_gib
+
+    def metric(self, name: str) -> Any:
+        return (self.result.metrics or {}).get(name)
 
     def frames(self) -> np.ndarray | None:
         path = self.directory / "frames.npz"
@@ -71,31 +75,48 @@ class Job:
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job under `sweep_dir` (earlier attempts set aside in previous-N/ excluded); a job whose files
+    cannot be read is skipped with a warning that names the file and the problem."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise CompareError(f"{sweep_dir} is not a directory. Pass a sweep directory (outputs/sweeps/<date>/<time>).")
-    jobs = []
-    for path in sorted(sweep_dir.rglob(RESULTS_FILE), key=lambda p: _job_order(p.parent, sweep_dir)):
-        job_dir = path.parent
+    jobs, skipped = [], []
+    paths = [p for p in sweep_dir.rglob(RESULTS_FILE) if not _set_aside(p, sweep_dir)]
+    for path in sorted(paths, key=lambda p: _job_order(p.parent, sweep_dir)):
         try:
-            result = read_results(job_dir)
-        except ValueError as exc:
-            log.warning("Skipping %s: unreadable results.json (%s)", job_dir, exc)
-            continue
-        overrides_file, config_file = job_dir / ".hydra" / "overrides.yaml", job_dir / ".hydra" / "config.yaml"
+            jobs.append(load_job(path.parent, sweep_dir))
+        except (ResultsError, CompareError) as exc:
+            log.warning("Skipping a job: %s", exc)
+            skipped.append(str(exc))
+    if not jobs:
+        found = f" ({len(skipped)} unreadable: {'; '.join(skipped)[:600]})" if skipped else ""
+        raise CompareError(
+            f"No readable {RESULTS_FILE} found under {sweep_dir}{found}. Point svdbench.compare at the directory of "
+            "a sweep run with `python -m svdbench -m ...` (its jobs are numbered subdirectories)."
+        )
+    return jobs
+
+
+def load_job(job_dir: Path, sweep_dir: Path) -> Job:
+    result = RunResult.load(job_dir)
+    overrides_file, config_file = job_dir / ".hydra" / "overrides.yaml", job_dir / ".hydra" / "config.yaml"
+    try:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         config = {}
         if config_file.is_file():
-            config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True), ".")
-        parsed = dict(o.split("=", 1) for o in overrides if "=" in o and not o.startswith("hydra"))
-        name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
-        jobs.append(Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result))
-    if not jobs:
-        raise CompareError(
-            f"No {RESULTS_FILE} found under {sweep_dir}. Point svdbench.compare at the directory of a sweep "
-            "run with `python -m svdbench -m ...` (its jobs are numbered subdirectories)."
-        )
-    return jobs
+            container = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+            config = flatten(container, ".") if isinstance(container, dict) else {}
+    except Exception as exc:  # YAML errors, interpolations that no longer resolve
+        raise CompareError(f"{job_dir / '.hydra'} cannot be read ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(overrides, list):
+        raise CompareError(f"{overrides_file} is not a list of overrides.")
+    parsed = dict(str(o).split("=", 1) for o in overrides if "=" in str(o) and not str(o).startswith("hydra"))
+    name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
+    return Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result)
+
+
+def _set_aside(path: Path, root: Path) -> bool:
+    return any(part.startswith("previous-") for part in path.relative_to(root).parts)
 
 
 def _job_order(job_dir: Path, root: Path) -> tuple:
@@ -172,17 +193,18 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
         base = job.baseline
         row: dict[str, Any] = {"job": job.name}
         row.update({k: job.overrides.get(k, "") for k in sweep_keys})
+        result = job.result
         row.update(
-            status=job.result.get("status"),
+            status=result.status,
             latency_s=job.latency,
-            frames_per_s=job.get("throughput.frames_per_s"),
-            s_per_step=job.get("steps.s_per_step"),
-            device_peak_gib=job.get("memory.device_max_allocated_gib"),
-            host_peak_gib=job.get("memory.host_peak_gib"),
-            mfu=job.get("flops.mfu_denoising"),
+            frames_per_s=result.throughput.frames_per_s if result.throughput else None,
+            s_per_step=result.steps.s_per_step if result.steps else None,
+            device_peak_gib=result.memory.device_max_allocated_gib if result.memory else None,
+            host_peak_gib=result.memory.host_peak_gib if result.memory else None,
+            mfu=(result.flops or {}).get("mfu_denoising"),
         )
         for metric in FLICKER_COLUMNS:
-            row[metric] = job.get(f"metrics.{metric}")
+            row[metric] = job.metric(metric)
         both_ok = base is not None and job.ok and base.ok
         row["baseline"] = base.name if base is not None else None
         row["speedup"] = base.latency / job.latency if both_ok and job.latency else None
@@ -191,10 +213,10 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
             if both_ok and None not in (base.peak_memory_gib, job.peak_memory_gib)
             else None
         )
-        warp, base_warp = job.get("metrics.warp_error"), base.get("metrics.warp_error") if base else None
+        warp, base_warp = job.metric("warp_error"), base.metric("warp_error") if base else None
         row["warp_error_change"] = warp - base_warp if both_ok and None not in (warp, base_warp) else None
         row["psnr_vs_baseline_db"] = psnr_vs_baseline(job)
-        row["reason"] = job.result.get("reason") or ""
+        row["reason"] = result.reason or ""
         table.append(row)
     return table
 
@@ -251,9 +273,9 @@ def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path
         return None
     points = [(j.latency, j.peak_memory_gib) for j in done]
     front = pareto_front(points)
-    device = any(j.get("memory.device_max_allocated_gib") is not None for j in done)
+    device = any(j.result.peak_memory_kind == "device allocated" for j in done)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    ax.scatter(*zip(*points), color="tab:blue", zorder=3)
+    ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
     for job, (x, y) in zip(done, points):
         ax.annotate(job_label(job, sweep_keys), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     fx, fy = zip(*[points[i] for i in front])
@@ -265,7 +287,8 @@ def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return path
 
@@ -280,20 +303,49 @@ class Comparison:
 def compare(
     sweep_dir: Path, out: Path | None = None, baseline: str = "opt.name=none", ignore: tuple[str, ...] = ()
 ) -> Comparison:
+    """comparison.md, comparison.csv and pareto.png of the jobs under `sweep_dir`, written into `out` (default
+    the sweep directory). The files are derived, so a new comparison of the same directory replaces the old
+    one; a comparison of another directory is refused (CompareError)."""
+    sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     keys = swept_keys(jobs)
     assign_baselines(jobs, baseline, tuple(ignore))
     table = rows(jobs, keys)
-    out = Path(out) if out else Path(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table)
-    files = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
-    files["markdown"].write_text(f"# Comparison of {Path(sweep_dir)}\n\nBaseline: {baseline}\n\n" + markdown)
-    write_csv(table, files["csv"])
-    plot = save_pareto_plot(jobs, keys, out / "pareto.png")
-    if plot:
-        files["pareto"] = plot
-    return Comparison(table=table, markdown=markdown, files=files)
+    out = Path(out) if out else sweep_dir
+    title = f"# Comparison of {sweep_dir.resolve()}"
+    try:
+        lock = DirectoryLock(out).acquire().announce()
+    except DirectoryBusy as exc:
+        raise CompareError(str(exc.strerror)) from None
+    try:
+        if out.resolve() != sweep_dir.resolve():  # the sweep's own comparison is simply made again
+            _refuse_foreign_comparison(out / "comparison.md", title)
+        markdown = to_markdown(table)
+        claims = check_claims(jobs)
+        files = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
+        text = f"{title}\n\nBaseline: {baseline}\n\n{markdown}"
+        if claims:
+            text += "\n## Claims of the diffusers guide\n\n" + "\n".join(claims) + "\n"
+        write_text_atomic(files["markdown"], text)
+        with atomic_path(files["csv"]) as tmp:
+            write_csv(table, tmp)
+        plot = save_pareto_plot(jobs, keys, out / "pareto.png")
+        if plot:
+            files["pareto"] = plot
+    finally:
+        lock.release()
+    return Comparison(table=table, markdown=markdown + ("\n" + "\n".join(claims) + "\n" if claims else ""), files=files)
+
+
+def _refuse_foreign_comparison(path: Path, title: str) -> None:
+    if not path.is_file():
+        return
+    first = (path.read_text(errors="replace").splitlines() or [""])[0]
+    if first.startswith("# Comparison of ") and first != title:
+        raise CompareError(
+            f"{path.parent} already holds the comparison of another directory ({first[len('# Comparison of ') :]}). "
+            "svdbench never replaces it: pass another --out, or move that comparison away."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from svdbench.files import write_json_atomic
+from svdbench.identity import cpu_model
 from svdbench.models import dtype_name, meta_module, unwrap
-from svdbench.record import cpu_model
-from svdbench.results import write_json_atomic
 
 TERA = 1e12
 

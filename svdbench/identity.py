@@ -1,5 +1,5 @@
-"""Identity of a run: what configuration produced it and what it produced (hashes), on which machine and
-software (environment), from which code and command (provenance).
+"""A run's identity: which configuration produced it and what it produced (hashes), on which machine and
+software (environment), from which code and command (provenance). The values go into results.json.
 
 The collectors never raise: a record with a field set to None is worth more than no record.
 """
@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -26,9 +27,47 @@ import torch
 import svdbench
 from svdbench.config import RunConfig
 from svdbench.memory import GIB
-from svdbench.results import Environment, Gpu, Provenance
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gpu:
+    name: str
+    memory_gib: float
+    capability: str  # CUDA compute capability, e.g. "9.0"
+
+
+@dataclass
+class Environment:
+    """The machine and software a run measured; None where this machine cannot say (no GPU, no /proc)."""
+
+    python: str
+    platform: str
+    packages: dict[str, str | None]  # installed versions; None = not installed
+    torch_threads: int  # intra-op threads: CPU timings depend on it
+    cpu_model: str | None
+    cpu_cores_logical: int | None
+    cpu_cores_physical: int | None
+    ram_gib: float | None
+    cuda: str | None  # the CUDA version torch was built with
+    cudnn: str | None
+    gpu_driver: str | None
+    gpus: list[Gpu] = field(default_factory=list)
+
+
+@dataclass
+class Provenance:
+    """What code ran and how it was started, so the run can be repeated (`python -m svdbench.replay`)."""
+
+    svdbench_version: str
+    git_commit: str | None  # None when svdbench does not run from a git checkout or git is absent
+    git_dirty: bool | None  # uncommitted changes in that checkout: the commit alone does not describe the code
+    argv: list[str]
+    executable: str
+    cwd: str  # relative paths in the overrides (input.path=...) are relative to this directory
+    overrides: list[str]  # the Hydra overrides of this run, as in .hydra/overrides.yaml
+
 
 T = TypeVar("T")
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "wandb", "numpy")

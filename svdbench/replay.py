@@ -8,7 +8,7 @@ bit-identical; the timing ratios how far the machine's speed moved. Extra overri
 are appended; any that change the experiment show up as a different config hash.
 
 Exit status: 0 reproduced, 1 not reproduced (frames, metrics, status or config differ, or the replay
-wrote no results), 2 RUN_DIR is not a run directory.
+wrote no results), 2 RUN_DIR is not a run directory or its record cannot be read, or --out already holds a run.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-from svdbench.results import RESULTS_FILE, flatten, lookup, read_results, write_json_atomic
+from svdbench.dotted import flatten
+from svdbench.files import write_json_atomic
+from svdbench.results import RESULTS_FILE, ResultsError, RunResult
+from svdbench.rundir import OVERRIDES_FILE, existing_record
 
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 REPORT_FILE = "replay.json"
 METRIC_RTOL = 1e-6  # identical frames give identical metrics up to float noise of multi-threaded kernels
 
@@ -34,7 +36,7 @@ class NotARunDir(ValueError):
     pass
 
 
-def load_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+def load_record(run_dir: Path) -> tuple[RunResult, list[str]]:
     """results.json and the overrides of a run directory; NotARunDir says what is missing."""
     if not run_dir.is_dir():
         raise NotARunDir(f"{run_dir} does not exist or is not a directory: pass a run directory of svdbench.")
@@ -45,8 +47,17 @@ def load_record(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
             "is what `python -m svdbench` creates, outputs/runs/<date>/<time>_<model>_<opt>/ or a numbered job "
             "directory of a sweep under outputs/sweeps/<date>/<time>/; pass one of those."
         )
-    overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
-    return read_results(run_dir), [str(o) for o in overrides]
+    try:
+        overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise NotARunDir(f"{run_dir / OVERRIDES_FILE} cannot be read ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(overrides, list):
+        raise NotARunDir(f"{run_dir / OVERRIDES_FILE} is not a list of overrides; restore it from the run's log.")
+    try:
+        result = RunResult.load(run_dir)
+    except ResultsError as exc:
+        raise NotARunDir(f"Cannot replay {run_dir}: {exc}") from None
+    return result, [str(o) for o in overrides]
 
 
 def replay_command(overrides: list[str], extra: list[str], out: Path) -> list[str]:
@@ -54,27 +65,31 @@ def replay_command(overrides: list[str], extra: list[str], out: Path) -> list[st
     return [sys.executable, "-m", "svdbench", *overrides, *extra, f"hydra.run.dir='{quoted}'"]
 
 
-def _numbers(record: dict[str, Any], key: str) -> dict[str, float]:
-    flat = flatten(record.get(key) or {}, "/")
+def _numbers(metrics: dict[str, Any] | None) -> dict[str, float]:
+    flat = flatten(metrics or {}, "/")
     return {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _code(record: dict[str, Any]) -> str | None:
-    commit = lookup(record, "provenance.git_commit")
-    return f"{commit} (dirty)" if commit and lookup(record, "provenance.git_dirty") else commit
+def _code(result: RunResult) -> str | None:
+    prov = result.provenance
+    if prov is None:
+        return None
+    return f"{prov.git_commit} (dirty)" if prov.git_commit and prov.git_dirty else prov.git_commit
 
 
-def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """What matched between two results.json records, and how the timings moved (ratios new / old)."""
+def compare(old: RunResult, new: RunResult) -> dict[str, Any]:
+    """What matched between two runs' results, and how the timings moved (ratios new / old)."""
 
-    def both(dotted: str) -> list[Any]:
-        return [lookup(old, dotted), lookup(new, dotted)]
-
-    def ratio(dotted: str) -> float | None:
-        before, after = both(dotted)
+    def ratio(before: float | None, after: float | None) -> float | None:
         return after / before if after is not None and before else None
 
-    old_metrics, new_metrics = _numbers(old, "metrics"), _numbers(new, "metrics")
+    def step(result: RunResult) -> float | None:
+        return result.steps.s_per_step if result.steps else None
+
+    def host_peak(result: RunResult) -> float | None:
+        return result.memory.host_peak_gib if result.memory else None
+
+    old_metrics, new_metrics = _numbers(old.metrics), _numbers(new.metrics)
     differing = {
         key: [old_metrics.get(key), new_metrics.get(key)]
         for key in sorted(old_metrics.keys() | new_metrics.keys())
@@ -82,23 +97,24 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         or key not in new_metrics
         or not math.isclose(old_metrics[key], new_metrics[key], rel_tol=METRIC_RTOL, abs_tol=1e-12)
     }
-    old_packages, new_packages = both("environment.packages")
+    old_packages = old.environment.packages if old.environment else {}
+    new_packages = new.environment.packages if new.environment else {}
     report = {
-        "config_hash": both("config_hash"),
-        "status": both("status"),
-        "frames_hash": both("frames_hash"),
+        "config_hash": [old.config_hash, new.config_hash],
+        "status": [old.status, new.status],
+        "frames_hash": [old.frames_hash, new.frames_hash],
         "metrics_compared": len(old_metrics.keys() | new_metrics.keys()),
         "metrics_differing": differing,
-        "latency_median_ratio": ratio("latency.stats.median"),
-        "s_per_step_ratio": ratio("steps.s_per_step"),
-        "cold_ratio": ratio("latency.cold_s"),
-        "host_peak_ratio": ratio("memory.host_peak_gib"),
-        "device": both("device"),
+        "latency_median_ratio": ratio(old.median_s, new.median_s),
+        "s_per_step_ratio": ratio(step(old), step(new)),
+        "cold_ratio": ratio(old.latency.cold_s, new.latency.cold_s),
+        "host_peak_ratio": ratio(host_peak(old), host_peak(new)),
+        "device": [old.device, new.device],
         "code": [_code(old), _code(new)],
         "packages_changed": {
-            name: [version, (new_packages or {}).get(name)]
-            for name, version in (old_packages or {}).items()
-            if version != (new_packages or {}).get(name)
+            name: [version, new_packages.get(name)]
+            for name, version in old_packages.items()
+            if version != new_packages.get(name)
         },
     }
     # What must be equal for the replay to count as reproduced.
@@ -149,19 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = (args.out or run_dir / f"replay-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    if (out / RESULTS_FILE).exists():
-        print(f"error: {out} already holds a run; pass another --out or remove it.", file=sys.stderr)
+    found = existing_record(out)
+    if found:
+        print(f"error: {out} already holds {found}; pass another --out, or move it away.", file=sys.stderr)
         return 2
     # Relative paths among the overrides (input.path=...) meant the original working directory.
-    recorded_cwd = Path(lookup(old, "provenance.cwd") or ".")
+    recorded_cwd = Path(old.provenance.cwd if old.provenance else ".")
     cwd = recorded_cwd if recorded_cwd.is_dir() else Path.cwd()
     command = replay_command(overrides, args.overrides, out)
     print(f"Replaying {run_dir}\n  in {cwd}: {' '.join(command)}", file=sys.stderr, flush=True)
     subprocess.run(command, cwd=cwd)  # its exit status is the run's; the comparison below decides ours
-    if not (out / RESULTS_FILE).is_file():
-        print(f"error: the replay wrote no {RESULTS_FILE} in {out}; its log is above.", file=sys.stderr)
+    try:
+        new = RunResult.load(out)
+    except ResultsError as exc:
+        print(
+            f"error: the replay wrote no readable {RESULTS_FILE} in {out} ({exc}); its log is above.", file=sys.stderr
+        )
         return 1
-    report = {"run_dir": str(run_dir), "replay_dir": str(out), **compare(old, read_results(out))}
+    report = {"run_dir": str(run_dir), "replay_dir": str(out), **compare(old, new)}
     write_json_atomic(out / REPORT_FILE, report)
     print(f"Replay of {run_dir}\n       -> {out}\n{format_report(report)}")
     return 0 if report["reproduced"] else 1

@@ -1,23 +1,36 @@
-"""What a run produced, as typed records separate from the config, serialized to results.json."""
+"""The results schema: what a run produced, as typed records separate from the config.
+
+`results.json` is written from `RunResult.to_dict()` and read back only through `RunResult.load`, which
+returns the same typed objects (older files included) or raises `ResultsError` naming the file and what is
+wrong with it. Readers use the derived properties (`median_s`, `peak_memory_gib`, `peak_memory_kind`) rather
+than dotted paths into the JSON, so that every reader means the same thing by "latency" and "peak memory".
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
-import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from svdbench.files import write_json_atomic
+from svdbench.identity import Environment, Provenance
 from svdbench.memory import MemoryPeak
 from svdbench.timing import Stats
 
 STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted")
 RESULTS_FILE = "results.json"
-STEPS_FILE = "steps.csv"
+# Version of the results.json layout. 1: files written before the field existed (read the same way).
+SCHEMA_VERSION = 2
+
+
+class ResultsError(ValueError):
+    """A results.json that cannot be read as a run's results; the message names the file and the problem."""
 
 
 def now_iso() -> str:
@@ -63,45 +76,8 @@ class Throughput:
 
 
 @dataclass
-class Gpu:
-    name: str
-    memory_gib: float
-    capability: str  # CUDA compute capability, e.g. "9.0"
-
-
-@dataclass
-class Environment:
-    """The machine and software a run measured; None where this machine cannot say (no GPU, no /proc)."""
-
-    python: str
-    platform: str
-    packages: dict[str, str | None]  # installed versions; None = not installed
-    torch_threads: int  # intra-op threads: CPU timings depend on it
-    cpu_model: str | None
-    cpu_cores_logical: int | None
-    cpu_cores_physical: int | None
-    ram_gib: float | None
-    cuda: str | None  # the CUDA version torch was built with
-    cudnn: str | None
-    gpu_driver: str | None
-    gpus: list[Gpu] = field(default_factory=list)
-
-
-@dataclass
-class Provenance:
-    """What code ran and how it was started, so the run can be repeated (`python -m svdbench.replay`)."""
-
-    svdbench_version: str
-    git_commit: str | None  # None when svdbench does not run from a git checkout or git is absent
-    git_dirty: bool | None  # uncommitted changes in that checkout: the commit alone does not describe the code
-    argv: list[str]
-    executable: str
-    cwd: str  # relative paths in the overrides (input.path=...) are relative to this directory
-    overrides: list[str]  # the Hydra overrides of this run, as in .hydra/overrides.yaml
-
-
-@dataclass
 class RunResult:
+    schema_version: int = SCHEMA_VERSION
     status: str = "ok"
     reason: str | None = None
     config_hash: str | None = None
@@ -126,6 +102,8 @@ class RunResult:
     applied: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # Files of the run that could not be written (name -> why); the measurement above is complete without them.
+    file_errors: dict[str, str] = field(default_factory=dict)
     timing_method: str = ""
     notes: list[str] = field(default_factory=list)
     environment: Environment | None = None
@@ -137,8 +115,78 @@ class RunResult:
         assert status in STATUSES, status
         self.status, self.reason = status, reason
 
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def median_s(self) -> float | None:
+        """Seconds per call: the median of the measured calls (None when none were measured)."""
+        return self.latency.stats.median if self.latency.stats is not None else None
+
+    @property
+    def peak_memory_gib(self) -> float | None:
+        """The peak that limits the run: device max allocated where there is a device, else host resident."""
+        if self.memory is None:
+            return None
+        if self.memory.device_max_allocated_gib is not None:
+            return self.memory.device_max_allocated_gib
+        return self.memory.host_peak_gib
+
+    @property
+    def peak_memory_kind(self) -> str | None:
+        """What `peak_memory_gib` is: "device allocated" or "host resident" (None without memory figures)."""
+        if self.memory is None:
+            return None
+        return "device allocated" if self.memory.device_max_allocated_gib is not None else "host resident"
+
     def to_dict(self) -> dict[str, Any]:
         return _finite(dataclasses.asdict(self))
+
+    def save(self, run_dir: Path) -> Path:
+        """Write results.json atomically: a reader sees the previous complete file or this one."""
+        path = Path(run_dir) / RESULTS_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = RESULTS_FILE) -> RunResult:
+        """Typed results from a parsed results.json; ResultsError when it is not a run's results."""
+        if not isinstance(data, dict) or data.get("status") not in STATUSES:
+            found = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else f"status {data.get('status')!r}"
+            raise ResultsError(
+                f"{source} is not an svdbench results file: it needs an object with a status (one of "
+                f"{', '.join(STATUSES)}), and has {found}. It may come from another tool, or have been edited; "
+                "move it out of the way or re-run that job."
+            )
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ResultsError(
+                f"{source} has results schema version {version!r}; this svdbench reads versions 1 to "
+                f"{SCHEMA_VERSION}. Read it with the svdbench that wrote it (provenance.svdbench_version), or "
+                "upgrade svdbench."
+            )
+        return _typed(cls, {**data, "schema_version": version}, source)
+
+    @classmethod
+    def load(cls, path: Path) -> RunResult:
+        """results.json of a run directory (or the file itself), typed; ResultsError if unreadable."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RESULTS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ResultsError(f"{path} does not exist: the directory holds no run's results.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ResultsError(f"{path} cannot be read: {exc}.") from None
+        except json.JSONDecodeError as exc:
+            raise ResultsError(
+                f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it is probably "
+                "truncated or was edited by hand. svdbench writes results atomically, so it was not left like "
+                "this by a run; restore it or re-run that job."
+            ) from None
+        return cls.from_dict(data, str(path))
 
 
 def _finite(value: Any) -> Any:
@@ -152,65 +200,52 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def flatten(data: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to one level: {"opt": {"name": "none"}} -> {"opt.name": "none"} with sep=".". Lists stay."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat.update(flatten(value, sep, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-def lookup(record: dict[str, Any], dotted: str) -> Any:
-    """A nested value by its dotted path ("latency.stats.median"); None where the path does not exist."""
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
+def _typed(kind: Any, value: Any, where: str) -> Any:
+    """`value` (parsed JSON) as an instance of the annotation `kind`: dataclasses field by field (unknown keys
+    are ignored, so newer files load; missing ones take their defaults, so older files load), Optional,
+    lists and dicts element-wise. A value of the wrong type raises ResultsError naming its path."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
             return None
-        node = node.get(part)
-    return node
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_results(run_dir: Path, result: RunResult) -> Path:
-    path = Path(run_dir) / RESULTS_FILE
-    write_json_atomic(path, result.to_dict())
-    return path
-
-
-def write_steps_csv(run_dir: Path, result: RunResult) -> Path | None:
-    """Every denoising step of every measured call, one row each, for plotting outside svdbench."""
-    if result.steps is None:
-        return None
-    lines = ["call,step,seconds"]
-    for call, steps in enumerate(result.steps.per_call_s):
-        lines += [f"{call},{step},{seconds!r}" for step, seconds in enumerate(steps)]
-    path = Path(run_dir) / STEPS_FILE
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
-
-
-def read_results(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _typed(options[0], value, where)
+        for option in options:
+            try:
+                return _typed(option, value, where)
+            except ResultsError:
+                continue
+        raise ResultsError(f"{where}: {value!r} is none of {kind}.")
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, found {type(value).__name__}.")
+        hints = typing.get_type_hints(kind)
+        values = {}
+        for f in dataclasses.fields(kind):
+            if f.name in value:
+                values[f.name] = _typed(hints[f.name], value[f.name], f"{where}: {f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if value.get(f.name) is None and type(None) in typing.get_args(hints[f.name]):
+                    values[f.name] = None
+                else:
+                    raise ResultsError(f"{where}: the required field {f.name!r} is missing.")
+        return kind(**values)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ResultsError(f"{where}: expected a list, found {type(value).__name__}.")
+        return [_typed(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ResultsError(f"{where}: expected an object, found {type(value).__name__}.")
+        return {k: _typed(args[1] if args else Any, v, f"{where}.{k}") for k, v in value.items()}
+    if kind is float:
+        if value is None:  # written for NaN or Infinity
+            return math.nan
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind in (int, str, bool) and type(value) is kind:
+        return value
+    raise ResultsError(f"{where}: expected {getattr(kind, '__name__', kind)}, found {value!r}.")

@@ -1,30 +1,30 @@
-"""The measurement loop: build, optimize, cold call, warm-ups, measured calls, record.
+"""The measurement loop: build, optimize, cold call, warm-ups, measured calls, quality metrics.
 
 Read top to bottom in `_measure`; everything else here is small helpers and turning failures into
-results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes.
+results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes. Nothing here writes a file:
+`run` returns a `Measurement` (the results and the frames), and `svdbench.rundir` writes it.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from svdbench.config import RunConfig
 from svdbench.flops import call_flops, device_peak_tflops, utilization
+from svdbench.identity import config_hash, frames_hash
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.memory import MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
-from svdbench.metrics.plots import save_pictures
 from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
-from svdbench.record import config_hash, frames_hash
-from svdbench.results import Phases, RunResult, Steps, Throughput, now_iso
+from svdbench.results import Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.timing import CallProbe, CallTiming, Clock, Stats
-from svdbench.video import BadFrames, to_uint8, write_mp4
+from svdbench.video import BadFrames, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,17 @@ def select_dtype(run_dtype: str, model_dtype: str, device: torch.device) -> torc
     return TORCH_DTYPES[run_dtype]
 
 
-def run(cfg: RunConfig, run_dir: Path) -> RunResult:
+@dataclass
+class Measurement:
+    """What one run produced, before anything is written: the results, the frames (uint8, T x H x W x 3)
+    and, for an unexpected error, its traceback."""
+
+    result: RunResult
+    video: np.ndarray | None = None
+    traceback: str | None = None
+
+
+def run(cfg: RunConfig) -> Measurement:
     """Measure one configuration; never raises for a failure that belongs in the results."""
     result = RunResult(
         config_hash=config_hash(cfg),
@@ -70,9 +80,9 @@ def run(cfg: RunConfig, run_dir: Path) -> RunResult:
             "Random weights: latency and memory are those of the real architecture, but the frames are "
             "noise, so flicker and fidelity metrics say nothing about the model's quality."
         )
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    measurement = Measurement(result)
     try:
-        _measure(cfg, Path(run_dir), result)
+        measurement.video = _measure(cfg, result)
     except Unsupported as exc:
         result.fail("unsupported", str(exc))
     except BadFrames as exc:
@@ -86,10 +96,10 @@ def run(cfg: RunConfig, run_dir: Path) -> RunResult:
             result.fail("oom", oom_reason(exc, cfg, result))
         else:
             log.debug("Run failed:\n%s", traceback.format_exc())
-            (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+            measurement.traceback = traceback.format_exc()
             result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
     result.finished_at = now_iso()
-    return result
+    return measurement
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -117,7 +127,8 @@ def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
     )
 
 
-def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
+def _measure(cfg: RunConfig, result: RunResult) -> np.ndarray:
+    """Fill `result` as the measurement goes (a failure half-way keeps what was measured); return the frames."""
     device = select_device(cfg.device)
     dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
     result.device, result.dtype = str(device), dtype_name(dtype)
@@ -175,6 +186,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
     log.info("cold call: %.3f s", cold.total_s)
     for i in range(cfg.bench.warmup):
         result.latency.warmup_s.append(tracked(f"warm-up {i + 1}/{cfg.bench.warmup}")[1].total_s)
+    warmup_s = result.latency.warmup_s
 
     measured: list[CallTiming] = []
     peak = None
@@ -186,22 +198,21 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult) -> None:
         measured.append(timing)
         peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
+    if len(measured) == MAX_CALLS and cfg.bench.min_seconds > 0:
+        result.notes.append(
+            f"Stopped at {MAX_CALLS} measured calls before bench.min_seconds={cfg.bench.min_seconds} was reached."
+        )
     result.memory = peak
     result.applied = inspect_pipeline(pipe)  # again: some effects (DeepCache's skipped blocks) show only in use
-    summarize(result, cold, measured, cfg)
-    result.flops = flop_report(pipe, cfg, result, device, dtype)
+    result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
+    result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
+    result.notes += notes
 
     video = to_uint8(frames)
     result.frames_hash = frames_hash(video)
-    write_mp4(run_dir / "video.mp4", video, fps=cfg.cond.fps)
-    result.files["video"] = "video.mp4"
-    if cfg.save_frames:  # exact frames: the mp4 is lossy, comparisons between runs need the real pixels
-        np.savez_compressed(run_dir / "frames.npz", frames=video)
-        result.files["frames"] = "frames.npz"
     if cfg.metrics.enabled:
         result.metrics = quality_metrics(pipe, probe.last_latents, video, np.asarray(image), cfg)
-        if cfg.metrics.pictures:
-            result.files.update(save_pictures(run_dir, video, result.metrics, cfg.opt.decode_chunk_size))
+    return video
 
 
 def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: RunConfig) -> dict:
@@ -228,8 +239,10 @@ def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: Ru
     return metrics
 
 
-def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype) -> dict | None:
-    """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing."""
+def flop_report(
+    pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype
+) -> tuple[dict | None, list[str]]:
+    """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing; and notes."""
     try:
         flops = call_flops(
             pipe,
@@ -243,24 +256,30 @@ def flop_report(pipe, cfg: RunConfig, result: RunResult, device: torch.device, d
         peak, source = device_peak_tflops(device, dtype)
     except Exception as exc:  # a model the counter cannot trace must not cost the timing results
         log.warning("FLOP counting failed: %s", exc)
-        result.notes.append(f"FLOPs not counted: {type(exc).__name__}: {exc}")
-        return None
-    report = utilization(flops, result.phases.denoising_s, result.latency.stats.median, peak, source)
+        return None, [f"FLOPs not counted: {type(exc).__name__}: {exc}"]
+    assert result.phases is not None and result.median_s is not None
+    report = utilization(flops, result.phases.denoising_s, result.median_s, peak, source)
     if cfg.opt.deepcache.enabled:  # the count is of the full UNet; DeepCache skips most of it on cached steps
         for key in ("denoising_tflops_per_s", "call_tflops_per_s", "mfu_denoising", "mfu_call"):
             report[key] = None
-        result.notes.append("FLOPs are those of the full UNet; DeepCache skips blocks, so no TFLOP/s or MFU.")
-    return report
+        return report, ["FLOPs are those of the full UNet; DeepCache skips blocks, so no TFLOP/s or MFU."]
+    return report, []
 
 
-def summarize(result: RunResult, cold: CallTiming, measured: list[CallTiming], cfg: RunConfig) -> None:
-    """Fill latency, phases, steps and throughput from the measured calls."""
+def summarize(
+    cold: CallTiming, measured: list[CallTiming], cfg: RunConfig, warmup_s: list[float] | None = None
+) -> tuple[Latency, Phases, Steps, Throughput]:
+    """Latency, phases, steps and throughput of the measured calls."""
     totals = [t.total_s for t in measured]
     stats = Stats.of(totals)
-    result.latency.calls_s = totals
-    result.latency.stats = stats
-    if cfg.opt.compile.unet or cfg.opt.compile.vae:
-        result.latency.compile_overhead_s = cold.total_s - stats.median
+    compiling = cfg.opt.compile.unet or cfg.opt.compile.vae
+    latency = Latency(
+        cold_s=cold.total_s,
+        warmup_s=list(warmup_s or []),
+        calls_s=totals,
+        stats=stats,
+        compile_overhead_s=cold.total_s - stats.median if compiling else None,
+    )
 
     def median(values: list[float]) -> float:
         return float(np.median(values))
@@ -272,13 +291,12 @@ def summarize(result: RunResult, cold: CallTiming, measured: list[CallTiming], c
         other_s=median([t.other_s for t in measured]),
         coverage=median([(t.total_s - t.other_s) / t.total_s for t in measured]),
     )
-    result.phases = phases
     all_steps = [s for t in measured for s in t.steps_s]
     step_stats = Stats.of(all_steps)
-    result.steps = Steps(
+    steps = Steps(
         per_call_s=[t.steps_s for t in measured],
         s_per_step=step_stats.median,
         it_per_s=1.0 / step_stats.median,
         stats=step_stats,
     )
-    result.throughput = Throughput(frames_per_s=cfg.num_frames / stats.median, s_per_video=stats.median)
+    return latency, phases, steps, Throughput(frames_per_s=cfg.num_frames / stats.median, s_per_video=stats.median)

@@ -6,11 +6,18 @@ allocator caches, compiled graphs and peak-memory high-water marks from one job 
 next; so in a multirun the task function re-executes `python -m svdbench` for the job in a child
 process (same overrides, the job's directory as run directory) and reads its results.json back.
 Launchers that already run jobs in their own processes (submitit) do not need this and skip it.
+
+A sweep directory belongs to one sweep: re-running the same command into it resumes it (complete jobs of
+the same configuration are skipped, the rest redone with their earlier record set aside); a sweep with
+other settings is refused (`check_sweep_dir`). A job whose settings are invalid is a failed job, not a
+failed sweep (`SweepLauncher`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,9 +27,13 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from svdbench.results import RESULTS_FILE, RunResult, read_results, write_results
+from svdbench.config import RunConfig
+from svdbench.dotted import flatten
+from svdbench.identity import config_hash, is_presentation
+from svdbench.results import RESULTS_FILE, ResultsError, RunResult, now_iso
+from svdbench.rundir import SWEEP_ENV, RecordExists, set_aside, write_record
 
 log = logging.getLogger("svdbench.sweep")
 
@@ -30,35 +41,68 @@ log = logging.getLogger("svdbench.sweep")
 COMPLETE = ("ok", "unsupported", "oom", "nan")
 # Objective value Optuna gets for a failed job or one over the flicker limit.
 PENALTY = 1e9
+# Launchers that call the task function in the sweep's own process.
+IN_PROCESS_LAUNCHERS = ("BasicLauncher", "SweepLauncher")
+SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the sweep directory
 
 
 def launcher_isolates_jobs() -> bool:
-    """True when the Hydra launcher already gives each job its own process (everything but basic)."""
+    """True when the Hydra launcher already gives each job its own process (submitit and the like)."""
     target = str(HydraConfig.get().launcher.get("_target_", ""))
-    return not target.endswith("BasicLauncher")
+    return not target.endswith(IN_PROCESS_LAUNCHERS)
 
 
-def previous_result(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
-    """The job's earlier results, if they are complete and were made by the same configuration."""
+def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -> tuple[float, float]:
+    """One job of a multirun: skipped if already complete, else run in its own process (or here)."""
+    from svdbench.runner import run
+
+    digest = config_hash(cfg)
+    previous, why = previous_result(run_dir, digest)
+    if previous is not None and not cfg.sweep.redo:
+        log.info("Skipping %s: complete results (%s) of the same config exist.", run_dir, previous.status)
+        return objectives(previous, cfg.sweep.flicker_limit)
+    set_aside(run_dir, "sweep.redo=true" if previous is not None else why)
+    if cfg.sweep.isolate and not launcher_isolates_jobs():
+        return objectives(run_in_child(run_dir, overrides, sweep), cfg.sweep.flicker_limit)
+    measurement = run(cfg)
+    if not cfg.sweep.isolate:
+        measurement.result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
+    result = write_record(cfg, run_dir, measurement, overrides, sweep)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    return objectives(result, cfg.sweep.flicker_limit)
+
+
+def previous_result(run_dir: Path, digest: str) -> tuple[RunResult | None, str]:
+    """The job's earlier results if they are complete and of the same configuration; else None and why not."""
     try:
-        previous = read_results(run_dir)
-    except (OSError, ValueError):
-        return None
-    if previous.get("config_hash") == config_hash and previous.get("status") in COMPLETE:
-        return previous
-    return None
+        previous = RunResult.load(run_dir)
+    except ResultsError as exc:
+        if (Path(run_dir) / RESULTS_FILE).exists():
+            log.warning("Redoing %s: %s", run_dir, exc)
+            return None, "its results.json could not be read"
+        return None, "no results"
+    if previous.config_hash != digest:
+        log.warning(
+            "Redoing %s: its results were made by another configuration (config hash %s, now %s); they are kept "
+            "aside in the job's directory.",
+            run_dir,
+            previous.config_hash,
+            digest,
+        )
+        return None, f"made by another configuration (config hash {previous.config_hash}, now {digest})"
+    if previous.status not in COMPLETE:
+        return None, f"status {previous.status}: redone"
+    return previous, ""
 
 
-def run_in_child(run_dir: Path, overrides: list[str]) -> None:
-    """Run one job in a fresh `python -m svdbench` process; its results.json is in `run_dir` afterwards.
+def run_in_child(run_dir: Path, overrides: list[str], sweep: str) -> RunResult:
+    """Run one job in a fresh `python -m svdbench` process and return its results.
 
     A crash becomes a result, not an exception: if the child wrote no results, a failure record is written.
     """
-    results = run_dir / RESULTS_FILE
-    if results.exists():  # an earlier, incomplete attempt: keep it beside, never lose it
-        results.replace(run_dir / "results.previous.json")
     command = [sys.executable, "-m", "svdbench", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN"]
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, env=dict(os.environ, **{SWEEP_ENV: sweep}))
     try:
         code = child.wait()
     except KeyboardInterrupt:  # let the child record its interruption, then stop the sweep
@@ -67,40 +111,114 @@ def run_in_child(run_dir: Path, overrides: list[str]) -> None:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             child.kill()
-        if not results.exists():
-            write_results(run_dir, RunResult(status="interrupted", reason="Interrupted before the job finished."))
+        if not (run_dir / RESULTS_FILE).exists():
+            RunResult(status="interrupted", reason="Interrupted before the job finished.").save(run_dir)
         raise
-    if results.exists():
-        return
+    try:
+        return RunResult.load(run_dir)
+    except ResultsError:
+        pass
     if code < 0 and -code == signal.SIGKILL:
         status, reason = "oom", "The job's process was killed by SIGKILL, most likely by the kernel's OOM killer."
     elif code < 0:
         status, reason = "error", f"The job's process died from signal {signal.Signals(-code).name}."
     else:
         status, reason = "error", f"The job's process exited with code {code} without writing {RESULTS_FILE}."
-    write_results(run_dir, RunResult(status=status, reason=reason + " Its log is in this directory."))
+    result = RunResult(status=status, reason=reason + " Its log is in this directory.", finished_at=now_iso())
+    result.save(run_dir)
+    return result
 
 
-def objectives(result: dict[str, Any], flicker_limit: float | None) -> tuple[float, float]:
+def objectives(result: RunResult | None, flicker_limit: float | None) -> tuple[float, float]:
     """(latency s, peak memory GiB) for multi-objective search; PENALTY for failed or too-flickery jobs."""
-    if result.get("status") != "ok":
+    if result is None or not result.ok or result.median_s is None or result.peak_memory_gib is None:
         return PENALTY, PENALTY
-    warp = (result.get("metrics") or {}).get("warp_error")
+    warp = (result.metrics or {}).get("warp_error")
     if flicker_limit is not None and (warp is None or warp > flicker_limit):
         return PENALTY, PENALTY
-    memory = result.get("memory") or {}
-    peak = memory.get("device_max_allocated_gib") or memory.get("host_peak_gib")
-    return result["latency"]["stats"]["median"], peak
+    return result.median_s, result.peak_memory_gib
 
 
 def sweep_statuses(sweep_dir: Path) -> Counter:
     statuses: Counter = Counter()
     for path in Path(sweep_dir).rglob(RESULTS_FILE):
+        if any(part.startswith("previous-") for part in path.relative_to(sweep_dir).parts):
+            continue  # an earlier attempt, set aside
         try:
-            statuses[read_results(path.parent).get("status", "unknown")] += 1
-        except (OSError, ValueError):
+            statuses[RunResult.load(path).status] += 1
+        except ResultsError:
             statuses["unreadable"] += 1
     return statuses
+
+
+def _settings(config: DictConfig) -> dict[str, Any]:
+    """What defines a sweep: its overrides and its composed settings, less presentation and Hydra's own."""
+    overrides = [str(o) for o in config.hydra.overrides.task]
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    defining = sorted(o for o, k in zip(overrides, keys) if not k.startswith("hydra") and not is_presentation(k))
+    container = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(container, dict)
+    flat = flatten({k: v for k, v in container.items() if k != "hydra"}, ".")
+    return {"overrides": defining, **{k: v for k, v in flat.items() if not is_presentation(k)}}
+
+
+def check_sweep_dir(sweep_dir: Path, config: DictConfig) -> None:
+    """Refuse (RecordExists) a sweep directory that holds a sweep with other settings; the same settings resume."""
+    saved = Path(sweep_dir) / SWEEP_FILE
+    if not saved.is_file():
+        return
+    try:
+        old = _settings(OmegaConf.load(saved))  # type: ignore[arg-type]
+    except Exception as exc:
+        raise RecordExists(
+            errno.EEXIST,
+            f"{sweep_dir} holds a sweep whose {SWEEP_FILE} cannot be read ({type(exc).__name__}: {exc}), so svdbench "
+            "cannot tell whether this command would resume it or replace its records. Give this sweep its own "
+            "directory (hydra.sweep.dir=...), or move that one away.",
+        ) from None
+    new = _settings(config)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise RecordExists(
+            errno.EEXIST,
+            f"{sweep_dir} holds another sweep, with other settings ({shown}{more}). svdbench never replaces a "
+            "sweep's records: give this sweep its own directory (hydra.sweep.dir=..., or leave it at the default, "
+            "which is new for every sweep). To resume that sweep, run exactly the command that made it (its "
+            f"settings are in {saved}).",
+        )
+
+
+# conf/hydra/{launcher,sweeper}/basic.yaml put svdbench's launcher and sweeper (svdbench/sweep_plugins.py) in place
+# of Hydra's under the same name, so that experiments which choose another sweeper (experiment=tradeoff: Optuna)
+# still can. Hydra warns that matching a YAML file to a schema by its name is deprecated; harmless here, filtered.
+SCHEMA_MATCH_WARNING = r"\s*'hydra/(launcher|sweeper)/basic' is validated against ConfigStore schema"
+
+
+def register_plugins() -> None:
+    """Make svdbench's sweeper and launcher instantiable by Hydra; call before Hydra's main.
+
+    Hydra instantiates sweepers and launchers only from modules under `hydra_plugins.`, and its plugin scan
+    re-executes its own core plugin modules; so the scan runs first, then svdbench/sweep_plugins.py (which
+    subclasses Hydra's classes as they are after the scan) is made importable as `hydra_plugins.svdbench`
+    and registered with Plugins.register, Hydra's documented way to add a plugin by hand. (svdbench keeps its
+    layout: no top-level hydra_plugins/ folder.)"""
+    import importlib
+    import types
+
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    if "hydra_plugins" not in sys.modules:
+        try:
+            importlib.import_module("hydra_plugins")  # where plugins such as submitit's are installed
+        except ImportError:
+            sys.modules["hydra_plugins"] = types.ModuleType("hydra_plugins")
+    module = importlib.import_module("svdbench.sweep_plugins")
+    sys.modules[module.PLUGIN_MODULE] = module
+    plugins.register(module.SweepSweeper)
+    plugins.register(module.SweepLauncher)
 
 
 class SweepSummary(Callback):

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from svdbench.config import RunConfig
-from svdbench.record import is_presentation
-from svdbench.results import RunResult, flatten
+from svdbench.dotted import flatten
+from svdbench.identity import is_presentation
+from svdbench.results import RunResult
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,31 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
     for frame in frames:
         writer.send(frame)
     writer.close()
+    check_mp4(Path(path))  # imageio-ffmpeg does not report an ffmpeg that failed to finish the file
     return Path(path)
+
+
+def check_mp4(path: Path) -> None:
+    """Raise OSError unless `path` is a complete MP4: top-level boxes that fill the file exactly and include the
+    index (`moov`), which ffmpeg writes last, so a file cut short by a full disk has none."""
+    size, offset, boxes = path.stat().st_size, 0, set()
+    with open(path, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(16)
+            if len(header) < 8:
+                break
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                length = size - offset
+            if length < 8:
+                break
+            boxes.add(kind)
+            offset += length
+    if offset != size or b"moov" not in boxes:
+        raise OSError(f"{path.name} is incomplete ({size} bytes): ffmpeg could not finish writing it (see its message)")
 
 
 def read_video(path: Path) -> tuple[np.ndarray, float | None]:

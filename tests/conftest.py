@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from svdbench.config import RunConfig, register_configs, to_run_config
 from svdbench.results import RunResult
+from svdbench.rundir import write_record
 from svdbench.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,9 +34,9 @@ def typed_config(*overrides: str) -> RunConfig:
 
 
 def run_tiny(run_dir: Path, *overrides: str) -> RunResult:
-    """One real measurement of the tiny model, in this process."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run(typed_config(*FAST, *overrides), run_dir)
+    """One real measurement of the tiny model in this process, its record written to `run_dir` (no W&B)."""
+    overrides = (*FAST, *overrides, "logger=none")
+    return write_record(typed_config(*overrides), run_dir, run(typed_config(*overrides)), list(overrides))
 
 
 def offline_env(tmp_path: Path | None = None) -> dict[str, str]:

@@ -13,7 +13,9 @@ import yaml
 
 import svdbench
 from svdbench import replay
-from svdbench.record import _git_state, config_hash
+from svdbench.identity import _git_state, config_hash
+from svdbench.results import Latency, RunResult
+from svdbench.timing import Stats
 
 from .conftest import FAST, REPO, read_json, run_cli, typed_config
 
@@ -115,10 +117,19 @@ def test_replay_of_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert "is not an svdbench run directory" in message and "results.json" in message
 
 
+def _result(median_s: float, warp_error: float) -> RunResult:
+    """Results shaped as the runner makes them: compute_suite's flat metrics, measured calls' statistics."""
+    return RunResult(
+        config_hash="a",
+        frames_hash="f",
+        latency=Latency(calls_s=[median_s], stats=Stats.of([median_s])),
+        metrics={"warp_error": warp_error, "static": False, "luma_per_frame": [1.0, 2.0]},
+    )
+
+
 def test_compare_tolerates_float_noise_in_metrics_but_not_changes():
-    old = {"status": "ok", "config_hash": "a", "frames_hash": "f", "metrics": {"flicker": {"warp": 1.0}}}
-    new = {**old, "metrics": {"flicker": {"warp": 1.0 + 1e-12}}, "latency": {"stats": {"median": 2.0}}}
+    old, new = _result(1.0, 0.25), _result(2.0, 0.25 + 1e-12)
     assert replay.compare(old, new)["reproduced"]
-    changed = replay.compare(old, {**new, "metrics": {"flicker": {"warp": 1.1}}})
-    assert changed["differs"] == ["metrics"] and changed["metrics_differing"] == {"flicker/warp": [1.0, 1.1]}
-    assert replay.compare({**old, "latency": {"stats": {"median": 1.0}}}, new)["latency_median_ratio"] == 2.0
+    changed = replay.compare(old, _result(2.0, 0.3))
+    assert changed["differs"] == ["metrics"] and changed["metrics_differing"] == {"warp_error": [0.25, 0.3]}
+    assert replay.compare(old, new)["latency_median_ratio"] == 2.0

@@ -1,58 +1,58 @@
-"""The GPU runbook's flow, for real on the CPU: `--dry-run` runs the same jobs with model=tiny."""
+"""The GPU runbook as a ready-made experiment (`experiment=runbook`), and the diffusers guide's claims that
+the comparison checks. On this CPU the runbook's flow runs for real with model=tiny."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import yaml
 
-from .conftest import REPO, offline_env
+from svdbench.compare import Job, assign_baselines
+from svdbench.guide_claims import check_claims
+from svdbench.memory import MemoryPeak
+from svdbench.results import Latency, RunResult
+from svdbench.timing import Stats
 
+from .conftest import CONF_DIR, FAST, read_json, run_cli, typed_config
 
-def test_runbook_dry_run_prints_the_table_and_the_claims(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "gpu_runbook.py"),
-            "--dry-run",
-            "--modes",
-            "none,offload",
-            "--steps",
-            "2",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path / "runbook"),
-        ],
-        cwd=tmp_path,
-        env=offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    table = proc.stdout
-    assert "| mode | status | median latency (s) | s/step |" in table
-    assert "| none | ok |" in table
-    assert "| offload | unsupported |" in table and "no CUDA device" in table
-    assert "compile is 20-25% faster than none: not checked" in table
-    assert "lowmem under 8 GB: not checked" in table
-    rows = json.loads((tmp_path / "runbook" / "runbook.json").read_text())
-    assert [r["mode"] for r in rows] == ["none", "offload"]
-    assert rows[0]["median_s"] > 0 and rows[0]["host_peak_gib"] > 0
-    assert (tmp_path / "runbook" / "none" / "results.json").is_file()
-    assert (tmp_path / "runbook" / "runbook.md").read_text().strip() == table.strip()
+TINY = ["model=tiny", "device=cpu", "dtype=fp32", "height=128", "width=128", "num_frames=8", *FAST]
 
 
-def test_runbook_refuses_an_unknown_mode(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_runbook.py"), "--dry-run", "--modes", "warp_speed"],
-        cwd=tmp_path,
-        env=offline_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2 and "Unknown mode(s) warp_speed" in proc.stderr
+def test_runbook_composes_the_h100_settings_and_every_mode():
+    cfg = typed_config("experiment=runbook")
+    assert (cfg.model.name, cfg.model.weights, cfg.device, cfg.dtype) == ("xt", "random", "cuda", "fp16")
+    assert (cfg.height, cfg.width, cfg.num_frames, cfg.num_inference_steps) == (576, 1024, 25, 25)
+    modes = yaml.safe_load((CONF_DIR / "experiment" / "runbook.yaml").read_text())["hydra"]["sweeper"]["params"]
+    for mode in ("none", "compile", "offload", "chunking", "lowmem", "seq_offload", "fp8_storage", "deepcache"):
+        assert mode in modes["opt"].split(","), mode
+    assert all((CONF_DIR / "opt" / f"{m}.yaml").is_file() for m in modes["opt"].split(","))
+
+
+def test_runbook_dry_run_on_the_cpu_makes_a_comparison_with_the_claims(tmp_path):
+    proc = run_cli(tmp_path, "experiment=runbook", *TINY, "opt=none,lowmem", "hydra.sweep.dir=rb")
+    assert proc.returncode == 1, proc.stderr[-3000:]  # lowmem offloads: unsupported on a CPU
+    assert "Sweep finished: 2 jobs: 1 ok, 1 unsupported" in proc.stderr
+    assert read_json(tmp_path / "rb" / "0" / "results.json")["status"] == "ok"
+    comparison = (tmp_path / "rb" / "comparison.md").read_text()
+    assert "| 1 | lowmem | unsupported |" in comparison
+    assert "## Claims of the diffusers guide" in comparison
+    assert "runs in under 8 GB: not checked (needs an ok opt=lowmem run on a GPU)" in comparison
+    assert "compile is" not in comparison  # no compile job, no compile claim
+
+
+def _job(name: str, opt: str, latency: float, reserved_gib: float | None = None) -> Job:
+    memory = MemoryPeak(0.5, 1.0, "test", device_max_allocated_gib=reserved_gib, device_max_reserved_gib=reserved_gib)
+    result = RunResult(latency=Latency(calls_s=[latency], stats=Stats.of([latency])), memory=memory)
+    return Job(directory=None, name=name, overrides={}, config={"opt.name": opt, "seed": 1}, result=result)  # type: ignore[arg-type]
+
+
+def test_claims_are_checked_against_the_measured_jobs():
+    jobs = [_job("0", "none", 10.0), _job("1", "compile", 7.8), _job("2", "lowmem", 30.0, reserved_gib=7.0)]
+    assign_baselines(jobs, "opt.name=none")
+    compile_claim, lowmem_claim = check_claims(jobs)
+    assert compile_claim == "- compile is 20%-25% faster than none: measured 22.0% (7.80 s vs 10.00 s, job 1): holds."
+    assert "peak reserved 7.52 GB" in lowmem_claim and lowmem_claim.endswith("holds.")  # 7 GiB = 7.52 GB
+    over = check_claims([_job("2", "lowmem", 30.0, reserved_gib=7.5)])[0]  # 7.5 GiB = 8.05 GB
+    assert "peak reserved 8.05 GB" in over and over.endswith("does not hold.")
+    faster = [_job("0", "none", 10.0), _job("1", "compile", 5.0)]
+    assign_baselines(faster, "opt.name=none")
+    assert check_claims(faster)[0].endswith("(5.00 s vs 10.00 s, job 1): faster than claimed.")
+    assert check_claims([_job("0", "none", 10.0)]) == []

@@ -71,7 +71,7 @@ def test_rerunning_a_sweep_skips_complete_jobs_and_redoes_the_rest(tmp_path):
     second = sweep_results(tmp_path / "sweep")
     assert second["0"]["started_at"] == first["0"]["started_at"]  # kept
     assert second["1"]["status"] == "ok" and second["1"]["started_at"] != first["1"]["started_at"]  # redone
-    assert (tmp_path / "sweep" / "1" / "results.previous.json").exists()  # the earlier record is kept aside
+    assert read_json(tmp_path / "sweep" / "1" / "previous-1" / "results.json")["status"] == "interrupted"  # kept
     redo = run_cli(tmp_path, *args, "sweep.redo=true")
     assert redo.returncode == 0 and "Skipping" not in redo.stderr
 

@@ -15,6 +15,7 @@ import torch
 from svdbench.image import test_card
 from svdbench.memory import MemoryTracker
 from svdbench.models import build_random_pipeline
+from svdbench.rundir import write_record
 from svdbench.runner import run
 from svdbench.timing import CallProbe, Clock
 
@@ -73,9 +74,13 @@ def test_harness_overhead_against_a_bare_pipeline_call(benchmark):
 
 
 def test_tiny_default_end_to_end(benchmark, tmp_path):
-    """The embedded default (tiny model, 25 steps, 1 warm-up, 3 measured calls) through the runner."""
-    cfg = typed_config("bench.progress=false")
+    """The embedded default (tiny model, 25 steps, 1 warm-up, 3 measured calls): measured and recorded."""
+    cfg = typed_config("bench.progress=false", "logger=none")
     rounds = iter(range(100))
-    result = benchmark.pedantic(lambda: run(cfg, tmp_path / f"run{next(rounds)}"), rounds=2, iterations=1)
+
+    def run_and_record():
+        return write_record(cfg, tmp_path / f"run{next(rounds)}", run(cfg), [])
+
+    result = benchmark.pedantic(run_and_record, rounds=2, iterations=1)
     assert result.status == "ok"
     benchmark.extra_info.update(median_call_s=result.latency.stats.median, cold_s=result.latency.cold_s)

@@ -1,0 +1,264 @@
+"""Nothing lost, ever: an earlier record is never overwritten, a failing write costs nothing measured, and
+every reader survives a malformed file. Every fault here is real: real processes racing for a directory, a
+real file-size limit, a real full file system (a tmpfs mounted for the test, where this machine lets root
+mount one), real damaged files."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from svdbench import replay
+from svdbench.compare import main as compare_main
+from svdbench.results import ResultsError, RunResult
+from svdbench.rundir import OutputLocationError, check_output_location, needed_bytes
+
+from .conftest import FAST, compose_config, offline_env, read_json, run_cli
+
+QUIET = [*FAST, "logger=none"]
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> bool:
+    return "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("finished")
+    proc = run_cli(cwd, "hydra.run.dir=run", *QUIET)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return cwd / "run"
+
+
+# ------------------------------------------------------------------ 1. an earlier record is never overwritten
+
+
+def test_a_run_into_another_runs_directory_is_refused_and_the_record_kept(finished_run):
+    before = files_of(finished_run)
+    proc = run_cli(finished_run.parent, "hydra.run.dir=run", *QUIET, "seed=7")
+    assert proc.returncode == 2 and no_traceback(proc)
+    assert "already holds the record of a run of model=tiny, opt=none (status ok" in proc.stderr
+    assert "python -m svdbench.replay run" in proc.stderr  # how to proceed
+    assert files_of(finished_run) == before  # results, video, frames and .hydra/ byte for byte
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "svdbench", *args],
+        cwd=cwd,
+        env=offline_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def test_two_runs_started_into_one_directory_never_share_it(tmp_path):
+    first = _start(tmp_path, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=300")
+    log = tmp_path / "run" / "__main__.log"
+    _wait_for(lambda: log.exists() and "Building" in log.read_text())
+    second = run_cli(tmp_path, "hydra.run.dir=run", *QUIET)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert second.returncode == 2 and no_traceback(second)
+    assert "is being written by another svdbench process (pid" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    result = read_json(tmp_path / "run" / "results.json")  # the first run's own record, not a mix
+    assert result["status"] == "interrupted" and "num_inference_steps=300" in result["provenance"]["overrides"]
+
+
+def test_a_sweep_directory_is_resumed_by_its_own_sweep_and_refused_to_another(tmp_path):
+    args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60,180", *QUIET]
+    assert run_cli(tmp_path, *args).returncode == 0
+    before = files_of(tmp_path / "sweep" / "0") | files_of(tmp_path / "sweep" / "1")
+    other = run_cli(tmp_path, *args, "seed=1")
+    assert other.returncode == 2 and no_traceback(other)
+    assert "holds another sweep, with other settings" in other.stderr and "seed: 42 -> 1" in other.stderr
+    assert files_of(tmp_path / "sweep" / "0") | files_of(tmp_path / "sweep" / "1") == before
+    resumed = run_cli(tmp_path, *args, "bench.progress=true")  # presentation settings may change
+    assert resumed.returncode == 0 and resumed.stderr.count("Skipping") == 2
+
+
+def test_a_redone_job_keeps_its_earlier_record_aside(tmp_path):
+    args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60", *QUIET]
+    assert run_cli(tmp_path, *args).returncode == 0
+    first = files_of(tmp_path / "sweep" / "0")
+    assert run_cli(tmp_path, *args, "sweep.redo=true").returncode == 0
+    kept = tmp_path / "sweep" / "0" / "previous-1"
+    assert {name: data for name, data in files_of(kept).items() if name != "why.txt"} == {
+        name: data for name, data in first.items() if not name.startswith((".hydra", ".svdbench", "__main__"))
+    }
+    assert "sweep.redo=true" in (kept / "why.txt").read_text()
+
+
+def test_replay_and_compare_refuse_to_write_over_other_records(finished_run, tmp_path):
+    assert replay.main([str(finished_run), "--out", str(finished_run)]) == 2
+    sweep_a, sweep_b = tmp_path / "a", tmp_path / "b"
+    for sweep in (sweep_a, sweep_b):
+        (sweep / "0").mkdir(parents=True)
+        (sweep / "0" / "results.json").write_bytes((finished_run / "results.json").read_bytes())
+    out = tmp_path / "out"
+    assert compare_main([str(sweep_a), "--out", str(out)]) == 0
+    comparison = (out / "comparison.md").read_bytes()
+    assert compare_main([str(sweep_b), "--out", str(out)]) == 2  # another sweep's comparison is there
+    assert (out / "comparison.md").read_bytes() == comparison
+    assert compare_main([str(sweep_a), "--out", str(out)]) == 0  # the same sweep's is simply made again
+
+
+# ------------------------------------------------------------ 2. a failing write costs nothing already measured
+
+
+def _limit_file_size(limit: int):
+    def limit_it() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_it
+
+
+def test_a_failing_large_write_leaves_the_results_and_no_partial_file(tmp_path):
+    """A real file-size limit (ulimit -f, 100 kB): the results fit, the exact frames and the filmstrip don't."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "svdbench", "hydra.run.dir=run", *QUIET],
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(100_000),
+    )
+    run_dir = tmp_path / "run"
+    assert proc.returncode == 1 and no_traceback(proc), proc.stderr[-3000:]
+    result = RunResult.load(run_dir)
+    assert result.status == "ok" and result.median_s > 0 and result.peak_memory_gib > 0
+    assert "File too large" in result.file_errors["frames.npz"]
+    assert "frames" not in result.files and not (run_dir / "frames.npz").exists()
+    assert any("could not be written" in note for note in result.notes)
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]  # no temporary file left either
+    assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+    assert "Could not write" in proc.stderr
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not let the tests mount a tmpfs ({done.stderr.decode().strip()})")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 12 MiB file system; unmounted afterwards."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=12m")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
+    run = _start(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=20")
+    log = small_disk / "run" / "__main__.log"
+    _wait_for(lambda: log.exists() and "cold call" in log.read_text())
+    with open(small_disk / "filler", "wb", buffering=0) as filler:  # another program fills the disk meanwhile
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+        except OSError:
+            pass
+    os.truncate(small_disk / "filler", os.path.getsize(small_disk / "filler") - 64 * 1024)  # 64 kB left
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    result = RunResult.load(small_disk / "run")
+    assert result.status == "ok" and len(result.latency.calls_s) == 3 and result.memory is not None
+    assert any("No space left on device" in why for why in result.file_errors.values())
+    run_dir = small_disk / "run"
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
+    assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+
+
+def test_the_space_check_says_what_it_found_and_follows_the_settings(tmp_path):
+    with pytest.raises(OutputLocationError, match="virtual file system with no storage"):
+        check_output_location(Path("/proc/svdbench-run"), {"video": 1})
+    full = needed_bytes(compose_config())
+    small = needed_bytes(compose_config("save_frames=false", "logger=none", "metrics.pictures=false"))
+    assert full["exact frames"] > 0 and small["exact frames"] == 0 and small["W&B copy"] == 0
+    assert sum(small.values()) < 2 * 2**20 < sum(full.values())  # the tiny default writes well under 2 MiB
+    proc = run_cli(tmp_path, "hydra.run.dir=/proc/svdbench-run", *QUIET)
+    assert proc.returncode == 2 and "virtual file system" in proc.stderr and "0 MiB free" not in proc.stderr
+
+
+# ------------------------------------------------------------------------- 3. readers survive malformed files
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"status": "ok", "lat', "is not valid JSON"),  # truncated
+        ('{"name": "some other tool", "version": 3}', "is not an svdbench results file"),
+        ("[1, 2, 3]", "is not an svdbench results file"),
+        ('{"status": "ok", "latency": {"calls_s": "fast"}}', "latency: calls_s: expected a list"),
+        ('{"status": "ok", "schema_version": 99}', "results schema version 99"),
+    ],
+)
+def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_path, content, problem, capsys):
+    bad = tmp_path / "sweep" / "1"
+    bad.mkdir(parents=True)
+    (bad / "results.json").write_text(content)
+    with pytest.raises(ResultsError, match=problem):
+        RunResult.load(bad)
+    (bad / ".hydra").mkdir()
+    (bad / ".hydra" / "overrides.yaml").write_text("[]\n")
+    assert replay.main([str(bad)]) == 2
+    assert problem in capsys.readouterr().err
+    # compare skips it with a warning naming it, and compares the rest
+    good = tmp_path / "sweep" / "0"
+    good.mkdir()
+    (good / "results.json").write_bytes((finished_run / "results.json").read_bytes())
+    proc = run_cli(tmp_path, str(tmp_path / "sweep"), module="svdbench.compare")
+    assert proc.returncode == 0 and no_traceback(proc)
+    assert "Skipping a job" in proc.stderr and str(bad / "results.json") in proc.stderr
+    (good / "results.json").unlink()
+    alone = run_cli(tmp_path, str(tmp_path / "sweep"), module="svdbench.compare")
+    assert alone.returncode == 2 and no_traceback(alone) and problem in alone.stderr
+
+
+def test_a_resumed_sweep_redoes_a_job_whose_results_are_damaged(tmp_path):
+    args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60,180", *QUIET]
+    assert run_cli(tmp_path, *args).returncode == 0
+    damaged = tmp_path / "sweep" / "1" / "results.json"
+    truncated = damaged.read_text()[:100]
+    damaged.write_text(truncated)
+    again = run_cli(tmp_path, *args)
+    assert again.returncode == 0 and no_traceback(again)
+    assert "is not valid JSON" in again.stderr and again.stderr.count("Skipping") == 1
+    assert RunResult.load(damaged).status == "ok"  # redone
+    assert (tmp_path / "sweep" / "1" / "previous-1" / "results.json").read_text() == truncated  # and kept
+
+
+def test_results_written_before_the_schema_version_still_load(finished_run):
+    old = json.loads((finished_run / "results.json").read_text())
+    for key in ("schema_version", "file_errors"):  # what version 1 files did not have
+        del old[key]
+    result = RunResult.from_dict(old)
+    assert result.schema_version == 1 and result.file_errors == {}
+    assert result.median_s == old["latency"]["stats"]["median"]
+    assert result.peak_memory_gib == old["memory"]["host_peak_gib"] and result.peak_memory_kind == "host resident"
