@@ -19,13 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from svdbench.arguments import SCHEMA_MATCH
 from svdbench.config import ConfigError, register_configs, to_run_config
 from svdbench.results import RunResult, now_iso
 from svdbench.rundir import SWEEP_ENV, write_record
-from svdbench.sweep import SCHEMA_MATCH_WARNING, register_plugins
+from svdbench.sweep_plugins import register_plugins
 
 register_configs()
-warnings.filterwarnings("ignore", message=SCHEMA_MATCH_WARNING)
+warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -9,10 +9,25 @@ and said to be "not checked" otherwise.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from svdbench.compare import Job
+from svdbench.results import RunResult
+
+
+class Job(Protocol):
+    """What a claim needs of a compared job (svdbench.compare.Job has it)."""
+
+    name: str
+    config: dict[str, Any]
+    result: RunResult
+    baseline: Any
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def latency(self) -> float | None: ...
+
 
 COMPILE_CLAIM = (0.20, 0.25)  # compile is 20-25 percent faster than none
 LOWMEM_CLAIM_GB = 8.0  # decimal gigabytes, as the guide writes them

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from svdbench.config import RunConfig
+from svdbench.dotted import flatten
 from svdbench.files import DirectoryBusy, DirectoryLock, atomic_path, describe_os_error
-from svdbench.identity import environment, provenance
+from svdbench.identity import environment, is_presentation, provenance
 from svdbench.results import RESULTS_FILE, ResultsError, RunResult
 
 log = logging.getLogger("svdbench")
@@ -43,6 +44,7 @@ ERROR_FILE = "error.txt"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 # Set by a sweep for the job processes it starts: the job's directory is the sweep's to manage.
 SWEEP_ENV = "SVDBENCH_SWEEP"
+SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the sweep directory
 # Free inodes a run needs: its files, their temporary names, the W&B run's files.
 INODES_NEEDED = 64
 # Disk space held back while the artifacts are written, so that the final results.json (which lists them, and
@@ -178,8 +180,6 @@ class RunDirGuard(Callback):
         reserve_space(directory)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from svdbench.sweep import check_sweep_dir
-
         directory = Path(config.hydra.sweep.dir)
         _or_exit(lambda: check_output_location(directory, needed_bytes(config)))
         _or_exit(lambda: DirectoryLock(directory).acquire().announce())
@@ -192,6 +192,45 @@ def _or_exit(check: Callable[[], Any]) -> None:
     except (OutputLocationError, RecordExists, DirectoryBusy) as exc:
         print(f"error: {exc.strerror if exc.strerror else exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _settings(config: DictConfig) -> dict[str, Any]:
+    """What defines a sweep: its overrides and its composed settings, less presentation and Hydra's own."""
+    overrides = [str(o) for o in config.hydra.overrides.task]
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    defining = sorted(o for o, k in zip(overrides, keys) if not k.startswith("hydra") and not is_presentation(k))
+    container = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(container, dict)
+    flat = flatten({k: v for k, v in container.items() if k != "hydra"}, ".")
+    return {"overrides": defining, **{k: v for k, v in flat.items() if not is_presentation(k)}}
+
+
+def check_sweep_dir(sweep_dir: Path, config: DictConfig) -> None:
+    """Refuse (RecordExists) a sweep directory that holds a sweep with other settings; the same settings resume."""
+    saved = Path(sweep_dir) / SWEEP_FILE
+    if not saved.is_file():
+        return
+    try:
+        old = _settings(OmegaConf.load(saved))  # type: ignore[arg-type]
+    except Exception as exc:
+        raise RecordExists(
+            errno.EEXIST,
+            f"{sweep_dir} holds a sweep whose {SWEEP_FILE} cannot be read ({type(exc).__name__}: {exc}), so svdbench "
+            "cannot tell whether this command would resume it or replace its records. Give this sweep its own "
+            "directory (hydra.sweep.dir=...), or move that one away.",
+        ) from None
+    new = _settings(config)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise RecordExists(
+            errno.EEXIST,
+            f"{sweep_dir} holds another sweep, with other settings ({shown}{more}). svdbench never replaces a "
+            "sweep's records: give this sweep its own directory (hydra.sweep.dir=..., or leave it at the default, "
+            "which is new for every sweep). To resume that sweep, run exactly the command that made it (its "
+            f"settings are in {saved}).",
+        )
 
 
 def set_aside(directory: Path, why: str) -> Path | None:

@@ -9,13 +9,12 @@ Launchers that already run jobs in their own processes (submitit) do not need th
 
 A sweep directory belongs to one sweep: re-running the same command into it resumes it (complete jobs of
 the same configuration are skipped, the rest redone with their earlier record set aside); a sweep with
-other settings is refused (`check_sweep_dir`). A job whose settings are invalid is a failed job, not a
+other settings is refused (`svdbench.rundir.check_sweep_dir`). A job whose settings are invalid is a failed job, not a
 failed sweep (`SweepLauncher`).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -27,13 +26,12 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from svdbench.config import RunConfig
-from svdbench.dotted import flatten
-from svdbench.identity import config_hash, is_presentation
+from svdbench.identity import config_hash
 from svdbench.results import RESULTS_FILE, ResultsError, RunResult, now_iso
-from svdbench.rundir import SWEEP_ENV, RecordExists, set_aside, write_record
+from svdbench.rundir import SWEEP_ENV, set_aside, write_record
 
 log = logging.getLogger("svdbench.sweep")
 
@@ -43,7 +41,6 @@ COMPLETE = ("ok", "unsupported", "oom", "nan")
 PENALTY = 1e9
 # Launchers that call the task function in the sweep's own process.
 IN_PROCESS_LAUNCHERS = ("BasicLauncher", "SweepLauncher")
-SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the sweep directory
 
 
 def launcher_isolates_jobs() -> bool:
@@ -149,76 +146,6 @@ def sweep_statuses(sweep_dir: Path) -> Counter:
         except ResultsError:
             statuses["unreadable"] += 1
     return statuses
-
-
-def _settings(config: DictConfig) -> dict[str, Any]:
-    """What defines a sweep: its overrides and its composed settings, less presentation and Hydra's own."""
-    overrides = [str(o) for o in config.hydra.overrides.task]
-    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-    defining = sorted(o for o, k in zip(overrides, keys) if not k.startswith("hydra") and not is_presentation(k))
-    container = OmegaConf.to_container(config, resolve=False)
-    assert isinstance(container, dict)
-    flat = flatten({k: v for k, v in container.items() if k != "hydra"}, ".")
-    return {"overrides": defining, **{k: v for k, v in flat.items() if not is_presentation(k)}}
-
-
-def check_sweep_dir(sweep_dir: Path, config: DictConfig) -> None:
-    """Refuse (RecordExists) a sweep directory that holds a sweep with other settings; the same settings resume."""
-    saved = Path(sweep_dir) / SWEEP_FILE
-    if not saved.is_file():
-        return
-    try:
-        old = _settings(OmegaConf.load(saved))  # type: ignore[arg-type]
-    except Exception as exc:
-        raise RecordExists(
-            errno.EEXIST,
-            f"{sweep_dir} holds a sweep whose {SWEEP_FILE} cannot be read ({type(exc).__name__}: {exc}), so svdbench "
-            "cannot tell whether this command would resume it or replace its records. Give this sweep its own "
-            "directory (hydra.sweep.dir=...), or move that one away.",
-        ) from None
-    new = _settings(config)
-    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-    if changed:
-        shown = "; ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed[:5])
-        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
-        raise RecordExists(
-            errno.EEXIST,
-            f"{sweep_dir} holds another sweep, with other settings ({shown}{more}). svdbench never replaces a "
-            "sweep's records: give this sweep its own directory (hydra.sweep.dir=..., or leave it at the default, "
-            "which is new for every sweep). To resume that sweep, run exactly the command that made it (its "
-            f"settings are in {saved}).",
-        )
-
-
-# conf/hydra/{launcher,sweeper}/basic.yaml put svdbench's launcher and sweeper (svdbench/sweep_plugins.py) in place
-# of Hydra's under the same name, so that experiments which choose another sweeper (experiment=tradeoff: Optuna)
-# still can. Hydra warns that matching a YAML file to a schema by its name is deprecated; harmless here, filtered.
-SCHEMA_MATCH_WARNING = r"\s*'hydra/(launcher|sweeper)/basic' is validated against ConfigStore schema"
-
-
-def register_plugins() -> None:
-    """Make svdbench's sweeper and launcher instantiable by Hydra; call before Hydra's main.
-
-    Hydra instantiates sweepers and launchers only from modules under `hydra_plugins.`, and its plugin scan
-    re-executes its own core plugin modules; so the scan runs first, then svdbench/sweep_plugins.py (which
-    subclasses Hydra's classes as they are after the scan) is made importable as `hydra_plugins.svdbench`
-    and registered with Plugins.register, Hydra's documented way to add a plugin by hand. (svdbench keeps its
-    layout: no top-level hydra_plugins/ folder.)"""
-    import importlib
-    import types
-
-    from hydra.core.plugins import Plugins
-
-    plugins = Plugins.instance()
-    if "hydra_plugins" not in sys.modules:
-        try:
-            importlib.import_module("hydra_plugins")  # where plugins such as submitit's are installed
-        except ImportError:
-            sys.modules["hydra_plugins"] = types.ModuleType("hydra_plugins")
-    module = importlib.import_module("svdbench.sweep_plugins")
-    sys.modules[module.PLUGIN_MODULE] = module
-    plugins.register(module.SweepSweeper)
-    plugins.register(module.SweepLauncher)
 
 
 class SweepSummary(Callback):

@@ -1,7 +1,7 @@
 """svdbench's sweeper and launcher: Hydra's basic ones, except that a job whose settings are invalid becomes that
 job's `error` result (with the reason) and the sweep goes on, instead of one bad value stopping the whole sweep.
 
-Imported only by `svdbench.sweep.register_plugins`, after Hydra's plugin scan (see there why).
+`python -m svdbench` calls `register_plugins` before Hydra's main.
 """
 
 from __future__ import annotations
@@ -28,6 +28,17 @@ PLUGIN_MODULE = "hydra_plugins.svdbench"  # the name Hydra instantiates them by 
 class SweepSweeper(BasicSweeper):
     """Hydra's basic sweeper, without composing every job up front: a job whose settings are invalid
     becomes that job's `error` result (see SweepLauncher) instead of stopping the whole sweep."""
+
+    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None) -> None:
+        # BasicSweeper.__init__, less its `super(BasicSweeper, self)`: Hydra's plugin scan re-executes the module
+        # that defines BasicSweeper, after which that name is a new class that this one does not derive from.
+        self.overrides = None
+        self.batch_index = 0
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context = None
+        self.config = None
+        self.launcher = None
 
     def validate_batch_is_legal(self, batch: Any) -> None:
         return None
@@ -105,3 +116,32 @@ def _job_problem(overrides: list[str]) -> str | None:
 
 
 SweepSweeper.__module__ = SweepLauncher.__module__ = PLUGIN_MODULE
+
+
+# conf/hydra/{launcher,sweeper}/basic.yaml put these classes in place of Hydra's under the same name, so that
+# experiments which choose another sweeper (experiment=tradeoff: Optuna) still can. Hydra warns that matching a
+# YAML file to a schema by its name is deprecated; harmless here, and filtered (svdbench.arguments.SCHEMA_MATCH).
+
+
+def register_plugins() -> None:
+    """Make svdbench's sweeper and launcher instantiable by Hydra; call before Hydra's main.
+
+    Hydra instantiates sweepers and launchers only from modules under `hydra_plugins.`, and its plugin scan
+    re-executes its own core plugin modules (SweepSweeper.__init__ says why that matters); so this module is
+    made importable as `hydra_plugins.svdbench` and its classes are registered with Plugins.register, Hydra's
+    documented way to add a plugin by hand. (svdbench keeps its layout: no top-level hydra_plugins/ folder.)"""
+    import importlib
+    import sys
+    import types
+
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    if "hydra_plugins" not in sys.modules:
+        try:
+            importlib.import_module("hydra_plugins")  # where plugins such as submitit's are installed
+        except ImportError:
+            sys.modules["hydra_plugins"] = types.ModuleType("hydra_plugins")
+    sys.modules[PLUGIN_MODULE] = sys.modules[__name__]
+    plugins.register(SweepSweeper)
+    plugins.register(SweepLauncher)

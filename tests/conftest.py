@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,27 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def start_cli(cwd: Path, *args: str) -> subprocess.Popen:
+    """`python -m svdbench ARGS` started in the background in its own process group (so that a signal can reach
+    all of it, like Ctrl-C in a terminal); stdout and stderr are captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "svdbench", *args],
+        cwd=cwd,
+        env=offline_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
 
 
 def read_json(path: Path) -> dict:

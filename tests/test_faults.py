@@ -21,7 +21,7 @@ from svdbench.files import write_json_atomic
 from svdbench.models import WeightsNotFound, build_random_pipeline, resolve_pretrained_dir
 from svdbench.rundir import OutputLocationError, check_output_location
 
-from .conftest import FAST, offline_env, read_json, run_cli
+from .conftest import FAST, offline_env, read_json, run_cli, start_cli, wait_for
 
 QUIET = [*FAST, "logger=none"]
 MEMORY_LIMIT = int(2.5 * 2**30)  # address space: enough for the tiny model at 128x128, not at 2048x128
@@ -115,29 +115,10 @@ def test_out_of_memory_is_a_result_and_the_sweep_goes_on(tmp_path):
     assert "Sweep finished: 2 jobs: 1 ok, 1 oom" in proc.stderr
 
 
-def _wait_for(predicate, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.2)
-
-
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "svdbench", *args],
-        cwd=tmp_path,
-        env=offline_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, so that a signal can go to all of it like Ctrl-C
-    )
-
-
 def test_sigterm_mid_run_leaves_a_complete_record_marked_interrupted(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(tmp_path, "hydra.run.dir=run", "num_inference_steps=500", "logger=none")
-    _wait_for(lambda: (run_dir / "__main__.log").exists() and "Building" in (run_dir / "__main__.log").read_text())
+    proc = start_cli(tmp_path, "hydra.run.dir=run", "num_inference_steps=500", "logger=none")
+    wait_for(lambda: (run_dir / "__main__.log").exists() and "Building" in (run_dir / "__main__.log").read_text())
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -150,9 +131,9 @@ def test_sigterm_mid_run_leaves_a_complete_record_marked_interrupted(tmp_path):
 @pytest.mark.slow
 def test_interrupted_sweep_redoes_only_the_unfinished_jobs(tmp_path):
     args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=10,20,30", *QUIET]
-    proc = _start(tmp_path, *args, "num_inference_steps=40")
+    proc = start_cli(tmp_path, *args, "num_inference_steps=40")
     sweep = tmp_path / "sweep"
-    _wait_for(lambda: (sweep / "0" / "results.json").exists() and (sweep / "1" / ".hydra").exists())
+    wait_for(lambda: (sweep / "0" / "results.json").exists() and (sweep / "1" / ".hydra").exists())
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
     _, stderr = proc.communicate(timeout=120)

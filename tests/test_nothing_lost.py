@@ -11,7 +11,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from svdbench.compare import main as compare_main
 from svdbench.results import ResultsError, RunResult
 from svdbench.rundir import OutputLocationError, check_output_location, needed_bytes
 
-from .conftest import FAST, compose_config, offline_env, read_json, run_cli
+from .conftest import FAST, compose_config, offline_env, read_json, run_cli, start_cli, wait_for
 
 QUIET = [*FAST, "logger=none"]
 
@@ -54,28 +53,10 @@ def test_a_run_into_another_runs_directory_is_refused_and_the_record_kept(finish
     assert files_of(finished_run) == before  # results, video, frames and .hydra/ byte for byte
 
 
-def _start(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "svdbench", *args],
-        cwd=cwd,
-        env=offline_env(cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(predicate, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
-
-
 def test_two_runs_started_into_one_directory_never_share_it(tmp_path):
-    first = _start(tmp_path, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=300")
+    first = start_cli(tmp_path, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=300")
     log = tmp_path / "run" / "__main__.log"
-    _wait_for(lambda: log.exists() and "Building" in log.read_text())
+    wait_for(lambda: log.exists() and "Building" in log.read_text())
     second = run_cli(tmp_path, "hydra.run.dir=run", *QUIET)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
@@ -175,9 +156,9 @@ def small_disk(tmp_path):
 
 
 def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
-    run = _start(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=20")
+    run = start_cli(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=20")
     log = small_disk / "run" / "__main__.log"
-    _wait_for(lambda: log.exists() and "cold call" in log.read_text())
+    wait_for(lambda: log.exists() and "cold call" in log.read_text())
     with open(small_disk / "filler", "wb", buffering=0) as filler:  # another program fills the disk meanwhile
         try:
             while True:
@@ -193,6 +174,18 @@ def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
     run_dir = small_disk / "run"
     assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
     assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+
+
+def test_a_file_system_without_free_inodes_is_refused_before_any_work(tmp_path):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=64m,nr_inodes=32")  # room in bytes, but not for a run's files
+    try:
+        proc = run_cli(tmp_path, f"hydra.run.dir={disk / 'run'}", *QUIET)
+        assert proc.returncode == 2 and no_traceback(proc)
+        assert "free inodes" in proc.stderr and "MiB are free" in proc.stderr
+        assert not (disk / "run").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_the_space_check_says_what_it_found_and_follows_the_settings(tmp_path):

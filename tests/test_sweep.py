@@ -186,3 +186,18 @@ def test_optuna_tradeoff_search_with_a_few_tiny_trials(tmp_path):
     assert len(results) == 3 and {r["status"] for r in results.values()} == {"ok"}
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["solutions"]  # the Pareto-optimal trials Optuna found
+
+
+def test_a_job_with_an_invalid_value_is_a_failed_job_and_the_sweep_goes_on(tmp_path):
+    """A wrong type and an out-of-range value among a sweep's values: those jobs get an `error` record with the
+    message, the good job runs, and the comparison lists all three."""
+    proc = run_cli(tmp_path, "-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=100,abc,300", *QUIET)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    results = sweep_results(tmp_path / "sweep")
+    assert [results[j]["status"] for j in "012"] == ["ok", "error", "error"]
+    assert results["1"]["reason"].startswith("cond.motion_bucket_id=abc is not valid")
+    assert "from 0 up to 255" in results["1"]["reason"] and "from 0 up to 255" in results["2"]["reason"]
+    overrides = yaml.safe_load((tmp_path / "sweep" / "1" / ".hydra" / "overrides.yaml").read_text())
+    assert "cond.motion_bucket_id=abc" in overrides
+    assert "Sweep finished: 3 jobs: 2 error, 1 ok" in proc.stderr
+    assert "| 1 | abc | error |" in (tmp_path / "sweep" / "comparison.md").read_text()
