@@ -182,13 +182,14 @@ class RunDirGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = Path(config.hydra.sweep.dir)
         _or_exit(lambda: check_output_location(directory, needed_bytes(config)))
-        _or_exit(lambda: DirectoryLock(directory).acquire().announce())
-        _or_exit(lambda: check_sweep_dir(directory, config))
+        lock = _or_exit(lambda: DirectoryLock(directory).acquire())
+        _or_exit(lambda: check_sweep_dir(directory, config))  # before announcing: a refusal changes nothing
+        lock.announce()
 
 
-def _or_exit(check: Callable[[], Any]) -> None:
+def _or_exit(check: Callable[[], Any]) -> Any:
     try:
-        check()
+        return check()
     except (OutputLocationError, RecordExists, DirectoryBusy) as exc:
         print(f"error: {exc.strerror if exc.strerror else exc}", file=sys.stderr)
         sys.exit(2)
