@@ -140,7 +140,7 @@ def _problem(overrides: list[str], multirun: bool, config_name: str, job: bool =
         if problem:
             return problem
     sweeps = [o for o in parsed if o.is_sweep_override()]
-    single = [o.input_line for o in parsed if not o.is_sweep_override()]
+    single = [_line(o) for o in parsed if not o.is_sweep_override()]
     try:
         cfg = _compose(config_name, single)
     except Exception as exc:
@@ -205,7 +205,7 @@ def _group_problem(override: Override) -> str | None:
     options = groups().get(group)
     if options is None or override.is_delete():
         return None
-    given = override.input_line
+    given = _line(override)
     if override.value_type is not None and not override.is_sweep_override():
         value = override.value()
         if value is None:
@@ -248,7 +248,7 @@ def _sweep_values(override: Override) -> list[str] | None:
 
 
 def _sweep_without_multirun(override: Override) -> str:
-    given = override.input_line
+    given = _line(override)
     key = override.key_or_group
     values = ",".join(_sweep_values(override) or [])
     info = lookup(key)
@@ -270,6 +270,12 @@ def _settings_of(group: str) -> list[str]:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text.rstrip(".")
+
+
+def _line(override: Override) -> str:
+    """The argument as given; Override.input_line is Optional, but OverridesParser sets it on every override."""
+    assert override.input_line is not None
+    return override.input_line
 
 
 def _find(parsed: list[Override], key: str) -> Override | None:
@@ -305,13 +311,13 @@ def _composition_problem(exc: Exception, parsed: list[Override]) -> str:
         return f"{given} is not valid: {_one_line(cause or exc)}. {HELP}"
     if full_key and type(cause).__name__ == "ConfigKeyError":  # `bench={a:1}`: a key inside a dict value
         override = _find(parsed, full_key.split(".")[0])
-        return unknown_setting_message(full_key, override.input_line if override else full_key) or _one_line(exc)
+        return unknown_setting_message(full_key, _line(override) if override else full_key) or _one_line(exc)
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
         group, _, option = missing.group(1).rpartition("/")
         options = groups().get(group)
         override = _find(parsed, group)
-        given = override.input_line if override else f"{group}={option}"
+        given = _line(override) if override else f"{group}={option}"
         if options is not None:
             close = difflib.get_close_matches(option, options, n=1)
             return f"{given}: `{option}` is not a preset of `{group}`. {_options_text(group, options)}" + (
@@ -322,18 +328,18 @@ def _composition_problem(exc: Exception, parsed: list[Override]) -> str:
     if appending:
         key = appending.group(1)
         override = _find(parsed, key)
-        given = override.input_line if override else f"+{key}=..."
+        given = _line(override) if override else f"+{key}=..."
         plain = given.lstrip("+")
         return f"{given}: `{key}` is already a setting, so the + (add a new key) does not apply: write {plain}."
     multiple = re.search(r"Multiple values for (\S+?)\.", text)
     if multiple:
         group = multiple.group(1)
         override = _find(parsed, group)
-        given = override.input_line if override else f"+{group}=..."
+        given = _line(override) if override else f"+{group}=..."
         return (
             f"{given}: `{group}` is already in the defaults list (conf/{CONFIG_NAME}.yaml), so it is chosen without "
             f"the +: write {given.lstrip('+')}."
         )
-    override = next((o for o in parsed if o.input_line in text), None)
-    where = override.input_line if override else "The command line"
+    override = next((o for o in parsed if _line(o) in text), None)
+    where = _line(override) if override else "The command line"
     return f"{where}: {_one_line(exc)}. {HELP}"

@@ -18,6 +18,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,8 +84,16 @@ def _meta_copy(module: nn.Module) -> nn.Module:
     return nn.Module.to(meta_module(factory), "meta")
 
 
+def _config(module: nn.Module) -> Any:
+    """The model's config: diffusers' FrozenDict or a transformers PretrainedConfig.
+
+    Typed Any on purpose: nn.Module.__getattr__ would type `module.config` as Tensor | Module.
+    """
+    return unwrap(module).config
+
+
 def _cached_count(module: nn.Module, label: str, shapes: dict, run) -> float:
-    config = unwrap(module).config
+    config = _config(module)
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)  # transformers / diffusers
     blob = json.dumps({"class": type(unwrap(module)).__name__, "config": config, "shapes": shapes}, default=str)
     key = f"{label}:{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
@@ -97,7 +106,7 @@ def _cached_count(module: nn.Module, label: str, shapes: dict, run) -> float:
 
 
 def unet_step_flops(unet: nn.Module, batch: int, num_frames: int, latent_h: int, latent_w: int) -> float:
-    cfg = unwrap(unet).config
+    cfg = _config(unet)
     shapes = {"batch": batch, "frames": num_frames, "h": latent_h, "w": latent_w}
 
     def run(meta: nn.Module) -> int:
@@ -114,7 +123,7 @@ def unet_step_flops(unet: nn.Module, batch: int, num_frames: int, latent_h: int,
 def vae_decode_flops(vae: nn.Module, num_frames: int, chunk: int, latent_h: int, latent_w: int) -> float:
     """FLOPs of `decode_latents`: the VAE decodes `chunk` frames at a time, the last chunk may be shorter."""
     sizes = [min(chunk, num_frames - start) for start in range(0, num_frames, chunk)]
-    channels = unwrap(vae).config.latent_channels
+    channels = _config(vae).latent_channels
     total = 0.0
     for size in set(sizes):
 

@@ -105,7 +105,7 @@ def frames_hash(frames: np.ndarray) -> str:
 
 def environment() -> Environment:
     """The machine and the versions that matter for a measurement, read without touching the GPU's state."""
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             packages[name] = metadata.version(name)

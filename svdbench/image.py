@@ -45,7 +45,7 @@ def test_card(width: int = 1024, height: int = 576) -> Image.Image:
     x0, y0 = width // 20, height - height // 20 - 6 * cell
     for i in range(6):
         for j in range(i % 2, 6, 2):
-            box = [x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell - 1, y0 + (j + 1) * cell - 1]
+            box: list[float] = [x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell - 1, y0 + (j + 1) * cell - 1]
             draw.rectangle(box, fill=(0, 0, 0))
     # Shapes with hard edges.
     disc = [width * 0.30, height * 0.25, width * 0.30 + s * 0.4, height * 0.25 + s * 0.4]
@@ -146,4 +146,5 @@ def conditioning_image(path: str | None, width: int, height: int) -> Image.Image
     return image
 
 
-test_card.__test__ = False  # a picture maker, not a pytest test, whatever pytest makes of the name
+# A picture maker, not a pytest test, whatever pytest makes of the name (a function attribute mypy cannot see).
+test_card.__test__ = False  # type: ignore[attr-defined]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -107,7 +109,7 @@ def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> 
                     torch.empty(param.shape, device=device, dtype=torch.float32), requires_grad=False
                 )
         if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+            cast("Callable[[], None]", sub.reset_parameters)()  # nn.Module.__getattr__ types it Tensor | Module
             initialised.update(id(p) for p in sub.parameters(recurse=False))
     with torch.no_grad():
         for param in module.parameters():
@@ -193,6 +195,7 @@ def resolve_pretrained_dir(model: ModelConfig) -> Path:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
+        assert model.repo_id is not None  # ModelConfig refuses weights=pretrained with neither path nor repo_id
         try:
             directory = Path(snapshot_download(model.repo_id, local_files_only=not model.download))
         except LocalEntryNotFoundError as exc:

@@ -9,6 +9,7 @@ DeepCache (its wrappers outermost, so a skipped block skips its offload hooks to
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ def enable_group_offload(pipe, cfg: GroupOffloadConfig, onload_device: torch.dev
     """
     from diffusers.hooks import apply_group_offloading
 
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         onload_device=onload_device,
         offload_device=torch.device("cpu"),
         offload_type=cfg.offload_type,

@@ -99,7 +99,7 @@ def compare(old: RunResult, new: RunResult) -> dict[str, Any]:
     }
     old_packages = old.environment.packages if old.environment else {}
     new_packages = new.environment.packages if new.environment else {}
-    report = {
+    report: dict[str, Any] = {
         "config_hash": [old.config_hash, new.config_hash],
         "status": [old.status, new.status],
         "frames_hash": [old.frames_hash, new.frames_hash],

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from svdbench.config import RunConfig
 from svdbench.dotted import flatten
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 NOT_SUMMARY = {"model", "weights", "opt", "cond", "num_frames", "height", "width", "num_inference_steps", "seed"}
 NOT_SUMMARY |= {"files", "notes", "environment", "provenance"}
 MAX_NAME = 128  # W&B truncates longer run names and groups
+WandbMode = Literal["offline", "online", "disabled"]  # config.WANDB_MODES
 
 
 def run_name(overrides: list[str]) -> str:
@@ -67,7 +68,7 @@ def log_run(cfg: RunConfig, run_dir: Path, result: RunResult, overrides: list[st
             name=run_name(overrides),
             tags=settings.tags,
             notes=settings.notes,
-            mode=settings.mode,
+            mode=cast(WandbMode, settings.mode),  # LoggerConfig checks it is one of WANDB_MODES
             dir=run_dir,  # wandb/ goes inside the run directory, never into the working directory
             config=wandb_config(cfg, result),
             settings=wandb.Settings(
@@ -143,7 +144,7 @@ def log_comparison(settings, sweep_dir: Path, table: list[dict[str, Any]], files
             dir=sweep_dir,
             settings=wandb.Settings(init_timeout=settings.init_timeout_s, console="off", x_disable_stats=True),
         )
-        columns = list(table[0])
+        columns: list[str | int] = list(table[0])
         data = [[v if isinstance(v, (int, float)) or v is None else str(v) for v in row.values()] for row in table]
         media: dict[str, Any] = {"comparison": wandb.Table(columns=columns, data=data)}
         if "pareto" in files:

@@ -129,7 +129,11 @@ def _flow_pairs(small: np.ndarray, factor: int) -> tuple[list[flow.PairFlow], li
     ]
     # No backward flow for these two, so no consistency mask: all pixels, as VBench ranks them.
     loop_scores = [
-        flow.top_means(flow.magnitude_px(dis.calc(grays[a], grays[b], None), factor), (flow.TOP_STATIC,))[0]
+        flow.top_means(
+            # cv2's stubs want an output array for `flow`; None (allocate a new one) is valid at runtime.
+            flow.magnitude_px(dis.calc(grays[a], grays[b], None), factor),  # type: ignore[call-overload]
+            (flow.TOP_STATIC,),
+        )[0]
         for a, b in ((0, -1), (-1, 0))
     ]
     return pairs, loop_scores
@@ -148,7 +152,7 @@ def _finite(value):
     return value
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def _mean(values: Sequence[float] | np.ndarray) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
@@ -171,6 +175,7 @@ def compute_suite(
     small = flow.downscale(frames, factor)
     pairs, loop_scores = _flow_pairs(small, factor) if num_frames > 1 else ([], [])
     warp = [p.warp_error for p in pairs]
+    warp_mean = _mean(warp)
     luma = luma_means(frames)
     luma_change = np.abs(np.diff(luma)).tolist()
     seams = boundary_pairs(num_frames, decode_chunk_size)
@@ -181,8 +186,8 @@ def compute_suite(
         "analysis_size": list(small.shape[1:3]),
         "temporal_flickering": temporal_flickering(frames),
         "static": is_static([p.motion_top2 for p in pairs], loop_scores, num_frames, height, width) if pairs else None,
-        "warp_error": _mean(warp),
-        "warp_error_evalcrafter": None if not warp else EVALCRAFTER_SCALE * _mean(warp),
+        "warp_error": warp_mean,
+        "warp_error_evalcrafter": None if warp_mean is None else EVALCRAFTER_SCALE * warp_mean,
         "warp_error_per_pair": warp,
         "warp_valid_fraction": _mean([p.valid_fraction for p in pairs]),
         "luma_per_frame": luma,
