@@ -102,10 +102,10 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     overrides_file, config_file = job_dir / ".hydra" / "overrides.yaml", job_dir / ".hydra" / "config.yaml"
     try:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        config = {}
+        config: dict[str, Any] = {}
         if config_file.is_file():
             container = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-            config = flatten(container, ".") if isinstance(container, dict) else {}
+            config = flatten({str(k): v for k, v in container.items()}, ".") if isinstance(container, dict) else {}
     except Exception as exc:  # YAML errors, interpolations that no longer resolve
         raise CompareError(f"{job_dir / '.hydra'} cannot be read ({type(exc).__name__}: {exc}).") from None
     if not isinstance(overrides, list):
@@ -205,16 +205,14 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
         )
         for metric in FLICKER_COLUMNS:
             row[metric] = job.metric(metric)
-        both_ok = base is not None and job.ok and base.ok
         row["baseline"] = base.name if base is not None else None
-        row["speedup"] = base.latency / job.latency if both_ok and job.latency else None
-        row["memory_saved_gib"] = (
-            base.peak_memory_gib - job.peak_memory_gib
-            if both_ok and None not in (base.peak_memory_gib, job.peak_memory_gib)
-            else None
-        )
+        ok_pair = base is not None and job.ok and base.ok
+        latencies = (base.latency, job.latency) if base is not None and ok_pair else (None, None)
+        peaks = (base.peak_memory_gib, job.peak_memory_gib) if base is not None and ok_pair else (None, None)
+        row["speedup"] = latencies[0] / latencies[1] if latencies[0] is not None and latencies[1] else None
+        row["memory_saved_gib"] = peaks[0] - peaks[1] if peaks[0] is not None and peaks[1] is not None else None
         warp, base_warp = job.metric("warp_error"), base.metric("warp_error") if base else None
-        row["warp_error_change"] = warp - base_warp if both_ok and None not in (warp, base_warp) else None
+        row["warp_error_change"] = warp - base_warp if ok_pair and None not in (warp, base_warp) else None
         row["psnr_vs_baseline_db"] = psnr_vs_baseline(job)
         row["reason"] = result.reason or ""
         table.append(row)
@@ -271,7 +269,7 @@ def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path
     done = [j for j in jobs if j.ok and j.latency is not None and j.peak_memory_gib is not None]
     if not done:
         return None
-    points = [(j.latency, j.peak_memory_gib) for j in done]
+    points = [(float(j.latency or 0.0), float(j.peak_memory_gib or 0.0)) for j in done]  # both set: see `done`
     front = pareto_front(points)
     device = any(j.result.peak_memory_kind == "device allocated" for j in done)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)

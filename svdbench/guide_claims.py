@@ -9,6 +9,7 @@ and said to be "not checked" otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from svdbench.results import RunResult
@@ -34,7 +35,7 @@ LOWMEM_CLAIM_GB = 8.0  # decimal gigabytes, as the guide writes them
 GB_PER_GIB = 2**30 / 1e9
 
 
-def check_claims(jobs: list[Job]) -> list[str]:
+def check_claims(jobs: Sequence[Job]) -> list[str]:
     """One Markdown bullet per claim whose mode is among the jobs; [] when none of them is."""
     modes = {job.config.get("opt.name") for job in jobs}
     lines = []
