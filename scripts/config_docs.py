@@ -36,6 +36,7 @@ SECTIONS = {
     "bench": "Measurement (`bench.*`)",
     "metrics": "Metrics (`metrics.*`)",
     "sweep": "Sweeps (`sweep.*`)",
+    "profile": "Profile (`profile.*`)",
     "logger": "Logger (`logger=`)",
 }
 GROUP_ORDER = ("model", "opt", "cond", "input", "logger", "experiment")

@@ -76,6 +76,48 @@ class Throughput:
 
 
 @dataclass
+class OpTime:
+    """One operator (or, on a GPU, a kernel no operator launched) in the profiled call."""
+
+    name: str  # aten op, e.g. aten::addmm
+    category: str
+    seconds: float  # self time: its own, less the operators it calls (kernel time on a GPU)
+    share: float  # of the profiled call's total (Profile.call_s)
+    calls: int
+
+
+@dataclass
+class Profile:
+    """Where the time of one extra call went, under torch.profiler (profile.enabled=true; svdbench.profile and
+    docs/profile.md). That call comes after the measured ones and is slower than they are (profiler overhead):
+    it is never part of latency, memory or energy figures. Seconds of that one call throughout."""
+
+    time_basis: str  # "cpu wall" or "cuda kernels": what blocks and categories measure
+    call_s: float  # the profiled call's own total, profiler overhead included
+    phases_s: dict[str, float]  # conditioning, denoising, decode, other (the rest of the call)
+    steps_s: list[float]  # every denoising step
+    unet_s: float  # all UNet calls of the call
+    unet_calls: int
+    blocks_s: dict[str, float]  # UNet time by block kind; adds up to unet_s
+    vae_decoder_s: float
+    vae_decoder_parts_s: dict[str, float]  # spatial, temporal; adds up to vae_decoder_s
+    categories_s: dict[str, float]  # operator self time by category
+    outside_ops_s: float | None  # CPU: the call's time in no operator (Python, the pipeline's glue)
+    flops: dict[str, float]  # FLOPs where known, by category (matmul, convolution, attention)
+    tflops_per_s: dict[str, float]  # achieved: those FLOPs / the time of the ops that have them
+    flops_coverage: dict[str, float]  # share of the category's time in ops with known FLOPs
+    flops_source: str
+    top_ops: list[OpTime]
+    device_busy_s: float | None = None  # GPU: within the denoising steps, a kernel or copy running
+    device_idle_s: float | None = None  # GPU: within the denoising steps, nothing running (launch gaps)
+    steps_busy_s: list[float] | None = None
+    trace_events: int = 0
+    trace_bytes: int = 0  # the trace file as written (gzip-compressed unless profile.gzip=false)
+    trace_json_bytes: int = 0  # the trace as plain JSON
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunResult:
     schema_version: int = SCHEMA_VERSION
     status: str = "ok"
@@ -101,6 +143,7 @@ class RunResult:
     flops: dict[str, Any] | None = None
     applied: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    profile: Profile | None = None
     files: dict[str, str] = field(default_factory=dict)
     # Files of the run that could not be written (name -> why); the measurement above is complete without them.
     file_errors: dict[str, str] = field(default_factory=dict)
@@ -232,7 +275,7 @@ def _typed(kind: Any, value: Any, where: str) -> Any:
                     values[f.name] = None
                 else:
                     raise ResultsError(f"{where}: the required field {f.name!r} is missing.")
-        return kind(**values)
+        return kind(**values)  # type: ignore[operator]  # a dataclass type; is_dataclass narrows to "or instance"
     if origin is list:
         if not isinstance(value, list):
             raise ResultsError(f"{where}: expected a list, found {type(value).__name__}.")

@@ -22,6 +22,7 @@ from svdbench.memory import MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
 from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
+from svdbench.profile import profile_call
 from svdbench.results import Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.timing import CallProbe, CallTiming, Clock, Stats
 from svdbench.video import BadFrames, to_uint8
@@ -53,12 +54,13 @@ def select_dtype(run_dtype: str, model_dtype: str, device: torch.device) -> torc
 
 @dataclass
 class Measurement:
-    """What one run produced, before anything is written: the results, the frames (uint8, T x H x W x 3)
-    and, for an unexpected error, its traceback."""
+    """What one run produced, before anything is written: the results, the frames (uint8, T x H x W x 3),
+    for an unexpected error its traceback, and with profile.enabled the profiled call's Chrome trace (bytes)."""
 
     result: RunResult
     video: np.ndarray | None = None
     traceback: str | None = None
+    trace: bytes | None = None
 
 
 def run(cfg: RunConfig) -> Measurement:
@@ -82,7 +84,7 @@ def run(cfg: RunConfig) -> Measurement:
         )
     measurement = Measurement(result)
     try:
-        measurement.video = _measure(cfg, result)
+        measurement.video = _measure(cfg, result, measurement)
     except Unsupported as exc:
         result.fail("unsupported", str(exc))
     except BadFrames as exc:
@@ -127,7 +129,7 @@ def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
     )
 
 
-def _measure(cfg: RunConfig, result: RunResult) -> np.ndarray:
+def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.ndarray:
     """Fill `result` as the measurement goes (a failure half-way keeps what was measured); return the frames."""
     device = select_device(cfg.device)
     dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
@@ -196,6 +198,7 @@ def _measure(cfg: RunConfig, result: RunResult) -> np.ndarray:
     ):
         frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
         measured.append(timing)
+        assert memory.last is not None  # set by every tracked call
         peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
     if len(measured) == MAX_CALLS and cfg.bench.min_seconds > 0:
@@ -207,6 +210,11 @@ def _measure(cfg: RunConfig, result: RunResult) -> np.ndarray:
     result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
     result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
     result.notes += notes
+    if cfg.profile.enabled:  # one more call, after the measured ones: it never enters the figures above
+        pipe.set_progress_bar_config(desc="profiled call", leave=False, disable=not cfg.bench.progress)
+        latents = probe.last_latents  # the metrics below decode the measured call's latents, not these
+        result.profile, measurement.trace = profile_call(pipe, call, device, cfg.profile, result.notes)
+        probe.last_latents = latents
 
     video = to_uint8(frames)
     result.frames_hash = frames_hash(video)
