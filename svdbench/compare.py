@@ -330,6 +330,18 @@ def compare(
         plot = save_pareto_plot(jobs, keys, out / "pareto.png")
         if plot:
             files["pareto"] = plot
+        profiled = [(job_label(j, keys), j.result.profile) for j in jobs if j.result.profile is not None]
+        if profiled:  # the jobs run with profile.enabled=true: where the time went, side by side
+            from svdbench.profile import save_profile_comparison
+
+            with atomic_path(out / "profiles.png") as tmp:
+                if save_profile_comparison(profiled, tmp):
+                    files["profiles"] = out / "profiles.png"
+        from svdbench.report import REPORT_FILE, write_sweep_report
+
+        files["report"] = out / REPORT_FILE
+        with atomic_path(files["report"]) as tmp:
+            write_sweep_report(tmp, out, jobs, table, sweep_dir=sweep_dir, baseline=baseline)
     finally:
         lock.release()
     return Comparison(table=table, markdown=markdown + ("\n" + "\n".join(claims) + "\n" if claims else ""), files=files)

@@ -202,7 +202,7 @@ def _settings(config: DictConfig) -> dict[str, Any]:
     defining = sorted(o for o, k in zip(overrides, keys) if not k.startswith("hydra") and not is_presentation(k))
     container = OmegaConf.to_container(config, resolve=False)
     assert isinstance(container, dict)
-    flat = flatten({k: v for k, v in container.items() if k != "hydra"}, ".")
+    flat = flatten({str(k): v for k, v in container.items() if k != "hydra"}, ".")
     return {"overrides": defining, **{k: v for k, v in flat.items() if not is_presentation(k)}}
 
 
@@ -296,9 +296,20 @@ def write_record(
         artifact("error", ERROR_FILE, lambda tmp: tmp.write_text(measurement.traceback))
     if result.steps is not None:
         artifact("steps", STEPS_FILE, lambda tmp: tmp.write_text(steps_csv(result)))
+    trace, profile = measurement.trace, result.profile
+    if trace is not None or profile is not None:
+        from svdbench.profile import PICTURE, save_profile_png, trace_name
+
+        if trace is not None:
+            artifact("trace", trace_name(trace), lambda tmp: tmp.write_bytes(trace))
+        if profile is not None:
+            artifact("profile_plot", PICTURE, lambda tmp: save_profile_png(profile, tmp))
     video = measurement.video
     if video is not None and cfg is not None:
         _write_media(cfg, result, video, artifact)
+    from svdbench.report import REPORT_FILE, write_run_report
+
+    artifact("report", REPORT_FILE, lambda tmp: write_run_report(tmp, run_dir, result))  # last: it links the others
     (run_dir / RESERVE_FILE).unlink(missing_ok=True)  # its room is for what follows
     if result.file_errors:
         result.notes.append(

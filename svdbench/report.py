@@ -1,0 +1,398 @@
+"""report.html: one self-contained page per run and per sweep, to open in any browser from the file system.
+
+The page links the media beside it (video.mp4, the PNGs) by relative paths, so a directory that is copied,
+zipped or mailed keeps working; charts are inline SVG drawn from the numbers here; sorting and the synchronised
+players are a few lines of plain JavaScript in the template (svdbench/templates/). Nothing comes from a network.
+This module turns records into plain values (text, pixels, links); the templates do the layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import jinja2
+import yaml
+
+from svdbench.dotted import flatten
+from svdbench.metrics.definitions import HIGHER, LOWER, METRICS
+from svdbench.results import RESULTS_FILE, RunResult
+from svdbench.rundir import SWEEP_FILE
+
+if TYPE_CHECKING:
+    from svdbench.compare import Job
+
+REPORT_FILE = "report.html"
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+# Direction and meaning of the comparison table's own columns (metrics take theirs from METRICS).
+COLUMNS = {
+    "latency_s": (LOWER, "seconds per video: median of the measured calls"),
+    "frames_per_s": (HIGHER, "frames per second of the median call"),
+    "s_per_step": (LOWER, "seconds per denoising step: median over all steps of all measured calls"),
+    "device_peak_gib": (LOWER, "peak device memory, max allocated (GiB)"),
+    "host_peak_gib": (LOWER, "peak host memory, resident (GiB)"),
+    "mfu": (HIGHER, "model FLOPs utilisation of the denoising loop"),
+    "speedup": (HIGHER, "baseline latency / this job's latency"),
+    "memory_saved_gib": (HIGHER, "baseline peak - this job's peak (GiB)"),
+    "warp_error_change": (LOWER, "this job's warp_error - the baseline's"),
+    "psnr_vs_baseline_db": (HIGHER, "PSNR of the exact frames against the baseline's (dB)"),
+}
+# The column of the comparison table shown as a row of its own, across the table under its job's row.
+OWN_ROW = "reason"
+ARROWS = {HIGHER: "\u2191", LOWER: "\u2193"}
+
+
+# ------------------------------------------------------------------------------------------------- charts
+
+
+@dataclass
+class Chart:
+    """An SVG chart already in pixels: the template only draws it."""
+
+    width: int
+    height: int
+    x_label: str
+    y_label: str
+    x_ticks: list[tuple[float, str]]  # (pixel, text)
+    y_ticks: list[tuple[float, str]]
+    lines: list[dict[str, Any]] = field(default_factory=list)  # points ("x,y x,y ..."), color, title
+    dots: list[dict[str, Any]] = field(default_factory=list)  # x, y, color, title, href, text
+    front: str = ""  # the Pareto front, as polyline points
+    left: int = 60
+    top: int = 12
+    right: int = 0
+    bottom: int = 0
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round values (1, 2, 2.5 or 5 times a power of ten apart) covering [lo, hi]."""
+    if not hi > lo:
+        hi = lo + (abs(lo) or 1.0)
+    raw = (hi - lo) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(lo / step + 1e-9) * step
+    ticks = [first]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(first + len(ticks) * step)
+    return ticks
+
+
+def _chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str, *, zero: bool, size=(600, 320)):
+    """An empty chart whose axes cover `xs` and `ys` (y from 0 when `zero`), and its value -> pixel maps."""
+    width, height = size
+    chart = Chart(width, height, x_label, y_label, [], [])
+    chart.right, chart.bottom = width - 14, height - 42
+    x_ticks = nice_ticks(min(xs), max(xs))
+    y_ticks = nice_ticks(0.0 if zero else min(ys), max(ys))
+
+    def px(value: float) -> float:
+        return round(chart.left + (value - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (chart.right - chart.left), 1)
+
+    def py(value: float) -> float:
+        return round(chart.bottom - (value - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (chart.bottom - chart.top), 1)
+
+    chart.x_ticks = [(px(t), f"{t:g}") for t in x_ticks]
+    chart.y_ticks = [(py(t), f"{t:g}") for t in y_ticks]
+    return chart, px, py
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def step_chart(series: list[tuple[str, str, list[float]]], size=(600, 320)) -> Chart | None:
+    """Seconds of each denoising step, one line per (title, color, seconds); steps without a number are left out."""
+    lines = [(title, color, [s if _finite(s) else None for s in seconds]) for title, color, seconds in series]
+    values = [v for _, _, seconds in lines for v in seconds if v is not None]
+    if not values:
+        return None
+    steps = max(len(seconds) for _, _, seconds in lines)
+    chart, px, py = _chart([1, max(steps, 2)], values, "denoising step", "seconds", zero=True, size=size)
+    chart.x_ticks = [t for t in chart.x_ticks if float(t[1]) >= 1 and float(t[1]).is_integer()]
+    for title, color, seconds in lines:
+        points = " ".join(f"{px(i + 1)},{py(s)}" for i, s in enumerate(seconds) if s is not None)
+        chart.lines.append({"title": title, "color": color, "points": points})
+        if len(seconds) <= 60:  # a dot per step, with its value on hover
+            chart.dots += [
+                {
+                    "x": px(i + 1),
+                    "y": py(s),
+                    "color": color,
+                    "title": f"{title}: step {i + 1}, {s:.4g} s",
+                    "href": "",
+                    "text": "",
+                }
+                for i, s in enumerate(seconds)
+                if s is not None
+            ]
+    return chart
+
+
+def pareto_chart(points: list[dict[str, Any]], memory_label: str) -> Chart | None:
+    """Memory against latency, one linked dot per job ({x, y, color, title, href, text}), and the front."""
+    from svdbench.compare import pareto_front
+
+    if not points:
+        return None
+    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
+    chart, px, py = _chart(xs, ys, "latency per video (s, median)", memory_label, zero=False, size=(600, 360))
+    chart.dots = [{**p, "x": px(p["x"]), "y": py(p["y"])} for p in points]
+    front = [(xs[i], ys[i]) for i in pareto_front(list(zip(xs, ys)))]
+    corners = [front[0]] + [c for a, b in zip(front, front[1:]) for c in ((b[0], a[1]), b)]
+    chart.front = " ".join(f"{px(x)},{py(y)}" for x, y in corners)
+    return chart
+
+
+# ------------------------------------------------------------------------------------------------- values
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A value as table text: floats to `digits` significant digits, None as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):  # long lists of numbers (per frame, per pair) cut short
+        cut = 12 if all(isinstance(v, (int, float)) for v in value) else len(value)
+        shown = ", ".join(num(v, 3) for v in value[:cut])
+        return f"[{shown}{', ...' if len(value) > cut else ''}]"
+    return str(value)
+
+
+def pairs(data: Any) -> list[tuple[str, str]]:
+    """A record (dataclass or dict) as (dotted key, text) rows, empty values left out."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    return [(key, num(value)) for key, value in flatten(data or {}, ".").items() if value not in (None, "", [], {})]
+
+
+def link(directory: Path, name: str, base: Path) -> str:
+    """The URL of `directory/name` relative to the page in `base`."""
+    return quote(Path(os.path.relpath(Path(directory) / name, base)).as_posix())
+
+
+def run_view(result: RunResult, directory: Path, base: Path) -> dict[str, Any]:
+    """What both pages show of one run: its status, figures and the links to its files (those it lists)."""
+    stats = result.latency.stats
+    spread = (
+        f"n={stats.n}, min {stats.min:.4g} s, max {stats.max:.4g} s, spread {stats.rel_spread:.1%}" if stats else ""
+    )
+    files = {key: link(directory, name, base) for key, name in result.files.items()}
+    pictures = [(key, files[key]) for key, name in result.files.items() if name.lower().endswith(".png")]
+    return {
+        "status": result.status,
+        "reason": result.reason or "",
+        "median_s": num(result.median_s),
+        "spread": spread,
+        "memory": f"{result.peak_memory_gib:.4g} GiB {result.peak_memory_kind}" if result.peak_memory_gib else "",
+        "files": files,
+        "pictures": pictures,
+        "frames": result.num_frames,
+        "results": link(directory, RESULTS_FILE, base),
+    }
+
+
+def metric_rows(metrics: dict[str, Any] | None) -> list[dict[str, str]]:
+    rows = []
+    for name, value in (metrics or {}).items():
+        known = METRICS.get(name)
+        direction = known.direction if known else ""
+        rows.append(
+            {
+                "name": name,
+                "value": num(value),
+                "arrow": ARROWS.get(direction, ""),
+                "direction": direction,
+                "unit": known.unit if known else "",
+                "definition": known.definition if known else "",
+            }
+        )
+    return rows
+
+
+def phase_bar(result: RunResult) -> list[dict[str, Any]]:
+    if result.phases is None:
+        return []
+    names = ("conditioning", "denoising", "decode", "other")
+    seconds = [max(getattr(result.phases, f"{n}_s") or 0.0, 0.0) for n in names]
+    total = sum(seconds) or 1.0
+    return [
+        {"name": n, "seconds": num(s), "share": round(100 * s / total, 2), "color": COLORS[i]}
+        for i, (n, s) in enumerate(zip(names, seconds))
+    ]
+
+
+def column(key: str) -> dict[str, str]:
+    """A comparison-table header: its key, and its direction (arrow, tooltip) where it has one."""
+    direction, meaning = COLUMNS.get(key) or (
+        (METRICS[key].direction, METRICS[key].definition) if key in METRICS else ("", "")
+    )
+    return {"key": key, "arrow": ARROWS.get(direction, ""), "hint": f"{direction}: {meaning}" if meaning else ""}
+
+
+def sort_key(value: Any) -> str:
+    """What a table cell sorts by: the exact number, else its text (the page's script compares numbers as such)."""
+    return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else num(value)
+
+
+def command(provenance: Any) -> str:
+    """The command line of a run, as typed in its working directory."""
+    if provenance is None:
+        return ""
+    return "python -m svdbench " + shlex.join(provenance.argv[1:])
+
+
+def wandb_sync(directories: list[Path], base: Path) -> str:
+    """`wandb sync` of the offline W&B runs in `directories`, relative to `base`; empty when there are none."""
+    runs = [run for d in directories for run in sorted(Path(d).glob("wandb/offline-run-*"))]
+    return "wandb sync " + " ".join(shlex.quote(os.path.relpath(r, base)) for r in runs) if runs else ""
+
+
+# -------------------------------------------------------------------------------------------------- pages
+
+
+_templates: jinja2.Environment | None = None
+
+
+def render(template: str, **values: Any) -> str:
+    global _templates
+    if _templates is None:
+        _templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("svdbench", "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        _templates.filters["num"] = num
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return _templates.get_template(template).render(generated=generated, **values)
+
+
+def write_run_report(path: Path, run_dir: Path, result: RunResult) -> None:
+    """The run's report.html, written to `path` (a temporary name inside `run_dir`)."""
+    run_dir = Path(run_dir)
+    calls = result.steps.per_call_s if result.steps else []
+    series = [(f"call {i + 1}", COLORS[i % len(COLORS)], seconds) for i, seconds in enumerate(calls)]
+    latency = result.latency
+    calls_rows = [
+        ("measured calls (s)", num(latency.calls_s)),
+        ("warm-up calls (s)", num(latency.warmup_s) if latency.warmup_s else ""),
+        ("compile overhead (s)", num(latency.compile_overhead_s)),
+        ("timing method", result.timing_method),
+    ]
+    html = render(
+        "run.html.j2",
+        title=f"svdbench run: {result.model} opt={result.opt} on {result.device} ({result.status})",
+        run=run_view(result, run_dir, run_dir),
+        result=result,
+        steps=step_chart(series),
+        phases=phase_bar(result),
+        calls=[(k, v) for k, v in calls_rows if v],
+        memory=pairs(result.memory),
+        flops=pairs(result.flops),
+        applied=pairs(result.applied),
+        metrics=metric_rows(result.metrics),
+        environment=pairs(result.environment),
+        provenance=pairs(result.provenance),
+        command=command(result.provenance),
+        wandb=wandb_sync([run_dir], run_dir),
+    )
+    Path(path).write_text(html, encoding="utf-8")
+
+
+def sweep_command(sweep_dir: Path, jobs: list[Job]) -> str:
+    """The command that made the sweep: from Hydra's multirun.yaml, else rebuilt from the jobs' overrides."""
+    try:
+        overrides = yaml.safe_load((Path(sweep_dir) / SWEEP_FILE).read_text())["hydra"]["overrides"]
+        args = [o for o in overrides.get("hydra") or [] if not o.startswith("hydra.mode=")] + overrides["task"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        values: dict[str, list[str]] = {}
+        for job in jobs:
+            for override in job.result.provenance.overrides if job.result.provenance else []:
+                key, _, value = override.partition("=")
+                values.setdefault(key, [])
+                values[key] += [value] if value not in values[key] else []
+        args = [f"{key}={','.join(v)}" for key, v in values.items()]
+    return "python -m svdbench -m " + shlex.join(str(a) for a in args)
+
+
+def write_sweep_report(
+    path: Path,
+    out: Path,
+    jobs: list[Job],
+    table: list[dict[str, Any]],
+    sweep_dir: Path | None = None,
+    baseline: str = "opt.name=none",
+) -> None:
+    """The report.html of the jobs of `sweep_dir` (default `out`), written to `path` (a temporary name inside
+    `out`, the comparison's directory). `table` holds the rows of comparison.md, one per job, in order."""
+    from svdbench.compare import job_label, swept_keys
+
+    out = Path(out)
+    sweep_dir = Path(sweep_dir or out)
+    keys = swept_keys(jobs)
+    views = []
+    for i, job in enumerate(jobs):
+        view = run_view(job.result, job.directory, out)
+        calls = job.result.steps.per_call_s if job.result.steps else []
+        median_steps = [statistics.median(step) for step in zip(*calls)] if calls else []
+        anchor = "job-" + "".join(c if c.isalnum() else "-" for c in job.name)
+        label, color = job_label(job, keys), COLORS[i % len(COLORS)]
+        views.append(
+            {**view, "name": job.name, "label": label, "color": color, "anchor": anchor, "steps": median_steps}
+        )
+    rows = []
+    for view, row in zip(views, table):
+        cells = [
+            {"text": num(v), "sort": sort_key(v), "title": view["spread"] if k == "latency_s" else ""}
+            for k, v in row.items()
+            if k != OWN_ROW
+        ]
+        rows.append({"job": view, "cells": cells})
+    done = [(v, j) for v, j in zip(views, jobs) if j.ok and _finite(j.latency) and _finite(j.peak_memory_gib)]
+    device = any(j.result.peak_memory_kind == "device allocated" for _, j in done)
+    memory_label = "peak device memory, allocated (GiB)" if device else "peak host memory, resident (GiB)"
+    points = [
+        {
+            "x": j.latency,
+            "y": j.peak_memory_gib,
+            "color": v["color"],
+            "href": "#" + v["anchor"],
+            "text": v["name"],
+            "title": f"job {v['name']} ({v['label']}): {j.latency:.4g} s, {j.peak_memory_gib:.4g} GiB",
+        }
+        for v, j in done
+    ]
+    environments: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        rows_ = pairs(job.result.environment)
+        environments.setdefault(repr(rows_), {"rows": rows_, "jobs": []})["jobs"].append(job.name)
+    html = render(
+        "sweep.html.j2",
+        title=f"svdbench sweep: {sweep_dir.resolve().name} ({len(jobs)} jobs)",
+        sweep_dir=str(sweep_dir.resolve()),
+        baseline=baseline,
+        statuses=sorted(Counter(job.result.status for job in jobs).items(), key=lambda kv: (kv[0] != "ok", kv[0])),
+        columns=[column(key) for key in table[0] if key != OWN_ROW],
+        rows=rows,
+        jobs=views,
+        pareto=pareto_chart(points, memory_label),
+        pareto_png="pareto.png" if (out / "pareto.png").is_file() else "",
+        steps=step_chart([(f"job {v['name']} ({v['label']})", v["color"], v["steps"]) for v in views]),
+        environments=list(environments.values()),
+        command=sweep_command(sweep_dir, jobs),
+        cwd=next((j.result.provenance.cwd for j in jobs if j.result.provenance), ""),
+        wandb=wandb_sync([sweep_dir, *(j.directory for j in jobs)], out),
+    )
+    Path(path).write_text(html, encoding="utf-8")
