@@ -69,6 +69,11 @@ DEFAULTS = {
     "sweep.isolate": True,
     "sweep.redo": False,
     "sweep.flicker_limit": None,
+    # Added after the single-source redesign (the profile of issue 18): new keys, new defaults.
+    "profile.enabled": False,
+    "profile.top_ops": 15,
+    "profile.shapes": True,
+    "profile.gzip": True,
     "logger.name": "wandb",
     "logger.project": "svdbench",
     "logger.entity": None,
