@@ -79,6 +79,7 @@ def test_a_sweep_directory_is_resumed_by_its_own_sweep_and_refused_to_another(tm
     assert resumed.returncode == 0 and resumed.stderr.count("Skipping") == 1
 
 
+@pytest.mark.slow  # two sweeps in a row; CI runs it with -m slow
 def test_a_redone_job_keeps_its_earlier_record_aside(tmp_path):
     args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60", *QUIET]
     assert run_cli(tmp_path, *args).returncode == 0
@@ -234,6 +235,7 @@ def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_pat
     assert alone.returncode == 2 and no_traceback(alone) and problem in alone.stderr
 
 
+@pytest.mark.slow  # two sweeps in a row; CI runs it with -m slow
 def test_a_resumed_sweep_redoes_a_job_whose_results_are_damaged(tmp_path):
     args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60", *QUIET]
     assert run_cli(tmp_path, *args).returncode == 0

@@ -58,6 +58,7 @@ def test_jobs_do_not_inherit_memory_from_earlier_jobs(tmp_path):
     assert small["memory"]["host_peak_gib"] == pytest.approx(single["memory"]["host_peak_gib"], rel=0.3)
 
 
+@pytest.mark.slow  # three sweeps in a row; CI runs it with -m slow
 def test_rerunning_a_sweep_skips_complete_jobs_and_redoes_the_rest(tmp_path):
     args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60,180", *QUIET]
     assert run_cli(tmp_path, *args).returncode == 0
