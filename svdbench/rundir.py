@@ -116,6 +116,7 @@ def needed_bytes(config: DictConfig) -> dict[str, int]:
         pictures = bool(config.metrics.enabled and config.metrics.pictures)
         wandb = config.logger.name == "wandb"
         save_frames = bool(config.save_frames)
+        profiled = bool(config.profile.enabled)
     except Exception:  # values the schema will reject with a better message
         return {"logs and results": 2**20}
     video = raw // 4 + 2**16  # H.264 of noise at quality 8; real content is far smaller
@@ -125,6 +126,7 @@ def needed_bytes(config: DictConfig) -> dict[str, int]:
         "video": video,
         "pictures": picture_bytes,
         "W&B copy": video + picture_bytes + 2**20 if wandb else 0,
+        "profile trace": 32 * 2**20 if profiled else 0,  # gzipped; docs/profile.md has measured sizes
         "logs and results": 2**20,
     }
 

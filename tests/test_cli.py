@@ -50,6 +50,7 @@ def test_cuda_device_without_cuda_is_unsupported(tmp_path):
     assert "no usable CUDA device" in result["reason"]
 
 
+@pytest.mark.slow  # a two-job sweep end to end; CI runs it with -m slow
 def test_multirun_sweep(tmp_path):
     proc = run_cli(
         tmp_path,

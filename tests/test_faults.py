@@ -105,6 +105,7 @@ def run_limited(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a sweep under a real memory limit; CI runs it with -m slow
 def test_out_of_memory_is_a_result_and_the_sweep_goes_on(tmp_path):
     proc = run_limited(tmp_path, "-m", "hydra.sweep.dir=sweep", "height=2048,128", "width=128", *QUIET)
     assert proc.returncode == 1 and no_traceback(proc)
