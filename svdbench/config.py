@@ -80,6 +80,11 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def _side(help: str) -> Any:
+    """An output height or width: a multiple of 64 from 64 to MAX_SIDE, defaulting to the model's."""
+    return setting(MISSING, help, minimum=64, maximum=MAX_SIDE, multiple_of=64, why="SVD's native size is 576x1024")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -419,22 +424,8 @@ class RunConfig(_Checked):
     logger: LoggerConfig = setting(
         help="Where results go besides the run directory (logger=...).", factory=LoggerConfig
     )
-    height: int = setting(
-        MISSING,
-        "Output height in pixels (default: the model's native height).",
-        minimum=64,
-        maximum=MAX_SIDE,
-        multiple_of=64,
-        why="SVD's native size is 576x1024",
-    )
-    width: int = setting(
-        MISSING,
-        "Output width in pixels (default: the model's native width).",
-        minimum=64,
-        maximum=MAX_SIDE,
-        multiple_of=64,
-        why="SVD's native size is 576x1024",
-    )
+    height: int = _side("Output height in pixels (default: the model's native height).")
+    width: int = _side("Output width in pixels (default: the model's native width).")
     num_frames: int = setting(
         MISSING,
         "Frames to generate (default: the number the model was trained for).",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +84,20 @@ def wait_for(predicate, timeout: float = 300) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.1)
+
+
+def returns_quickly(call, fifo, seconds: float = 10.0):
+    """`call()` in a thread, its value returned; if it is still blocked after `seconds` (opening the FIFO waits
+    for a writer), open the FIFO for writing to release it, then fail."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(seconds)
+        pytest.fail(f"blocked on the named pipe {fifo} for {seconds} s")
+    return result["value"]
 
 
 def read_json(path: Path) -> dict:

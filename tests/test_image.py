@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 from PIL import Image
 
 from svdbench.image import InputImageError, conditioning_image, load_image, test_card
+
+from .conftest import returns_quickly
 
 
 def test_embedded_test_card_is_deterministic_and_structured():
@@ -83,25 +84,16 @@ def test_bad_input_files_give_a_clear_error(tmp_path, case):
 
 
 def load_within(path: Path, seconds: float = 10.0):
-    """load_image(path) in a thread, as (exception or image, seconds taken); fails the test if it blocks (opening
-    a FIFO waits for a writer: one is then opened to release the thread)."""
-    outcome = {}
+    """load_image(path) as (exception or image, seconds taken); fails the test if it blocks on a FIFO."""
 
     def call():
         try:
-            outcome["value"] = load_image(path)
+            return load_image(path)
         except Exception as exc:  # the InputImageError under test, or anything else to report
-            outcome["value"] = exc
+            return exc
 
     start = time.perf_counter()
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(seconds)
-        pytest.fail(f"load_image blocked on {path} for {seconds} s")
-    return outcome["value"], time.perf_counter() - start
+    return returns_quickly(call, path, seconds), time.perf_counter() - start
 
 
 @pytest.mark.parametrize("link", [False, True], ids=["fifo", "symlink-to-fifo"])

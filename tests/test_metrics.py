@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import cv2
 import numpy as np
@@ -26,7 +25,7 @@ from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
 from svdbench.metrics.suite import SEAM_FLOOR_LUMA, SEAM_FLOOR_WARP, STATIC_PX_PER_256, boundary_pairs
 from svdbench.video import to_uint8, write_mp4
 
-from .conftest import offline_env
+from .conftest import offline_env, returns_quickly
 
 T, H, W = 25, 144, 256
 CHUNK = 8
@@ -656,20 +655,6 @@ def test_cli_on_a_one_frame_video(tmp_path, capsys):
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
     assert rows["temporal_flickering"] == rows["warp_error"] == "-" and rows["frames"] == "1"
     assert len(note_lines(err)) == 2  # the frame count, and the missing reference
-
-
-def returns_quickly(call, fifo, seconds: float = 10.0):
-    """`call()` in a thread; if it is still blocked after `seconds` (opening the FIFO waits for a writer), open the
-    FIFO for writing to release it, then fail."""
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("value", call()), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(seconds)
-        pytest.fail(f"blocked on the named pipe {fifo} for {seconds} s")
-    return result["value"]
 
 
 @pytest.mark.parametrize("role", ["video", "reference"])
