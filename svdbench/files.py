@@ -119,10 +119,6 @@ class DirectoryLock:
         if self in _HELD:
             _HELD.remove(self)
 
-    @property
-    def held(self) -> bool:
-        return self._handle is not None
-
 
 _HELD: list[DirectoryLock] = []  # locks taken for the life of the process (kept referenced, so never collected)
 
