@@ -37,6 +37,9 @@ SECTIONS = {
     "metrics": "Metrics (`metrics.*`)",
     "sweep": "Sweeps (`sweep.*`)",
     "profile": "Profile (`profile.*`)",
+    "energy": "Energy (`energy.*`)",
+    "cost": "Prices (`cost.*`)",
+    "gate": "Faithfulness gate (`gate.*`)",
     "logger": "Logger (`logger=`)",
 }
 GROUP_ORDER = ("model", "opt", "cond", "input", "logger", "experiment")

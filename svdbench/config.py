@@ -31,6 +31,14 @@ GROUP_OFFLOAD_TYPES = ("leaf_level", "block_level")
 STORAGE_DTYPES = ("fp8_e4m3", "fp8_e5m2")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOGGERS = ("wandb", "none")
+# torch.nn.attention.sdpa_kernel backends (opt.attention_backend); auto = PyTorch's own choice per call.
+ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+# torchao quantization of the UNet (opt.quantize); float8 needs fp8 tensor cores (compute capability 8.9+).
+QUANTIZE_MODES = ("int8_weight_only", "int8_dynamic", "float8_dynamic")
+# Where energy figures come from (energy.source): svdbench.energy says what each reads.
+ENERGY_SOURCES = ("auto", "zeus", "nvml", "none")
+# Videos per pipeline call above this are a typo here (SVD-XT at batch 2 already needs most of an 80 GB card).
+MAX_BATCH_SIZE = 256
 WANDB_MODES = ("offline", "online", "disabled")
 MAX_SIDE = 4096
 # The runner's bound on measured calls (svdbench.runner.MAX_CALLS): more repeats could not be honoured.
@@ -39,6 +47,10 @@ MAX_MEASURED_CALLS = 1000
 MAX_MIN_SECONDS = 86400.0
 # torch.Generator.manual_seed takes a signed or unsigned 64-bit seed; results and W&B keep a signed one.
 MAX_SEED = 2**63 - 1
+# gate.min_psnr_db's default: the PSNR between the frames of fp16 and bf16 runs of opt=none (measured, see
+# docs/optimizations.md "Faithfulness gate"), i.e. a job is faithful if it deviates no more than a change of
+# precision that users accept.
+GATE_MIN_PSNR_DB = 30.0
 
 
 class ConfigError(ValueError):
@@ -254,6 +266,25 @@ class OptConfig(_Checked):
         choices=(None, *STORAGE_DTYPES),
     )
     deepcache: DeepCacheConfig = setting(help="DeepCache feature caching.", factory=DeepCacheConfig)
+    attention_backend: str = setting(
+        "auto",
+        "Scaled-dot-product attention kernel, forced with torch.nn.attention.sdpa_kernel around every call: auto "
+        "(PyTorch picks per call), flash, efficient (memory-efficient), cudnn or math (the unfused reference).",
+        choices=ATTENTION_BACKENDS,
+    )
+    fuse_qkv: bool = setting(
+        False, "Fuse the attention projections of the UNet (and VAE) into one matmul (fuse_qkv_projections)."
+    )
+    tf32: bool = setting(
+        False, "Allow TF32 matmuls and convolutions (fp32 runs on GPUs with TF32 tensor cores; lossy within fp32)."
+    )
+    quantize: str | None = setting(
+        None,
+        "Quantize the UNet's linear layers with torchao: int8_weight_only, int8_dynamic (int8 activations and "
+        "weights) or float8_dynamic (fp8 tensor cores only); null: no quantization. Lossy.",
+        choices=(None, *QUANTIZE_MODES),
+    )
+    quantize_vae: bool = setting(False, "With opt.quantize: quantize the VAE decoder's linear layers too.")
     compile: CompileConfig = setting(help="torch.compile.", factory=CompileConfig)
 
     def _check_values(self) -> None:
@@ -264,6 +295,11 @@ class OptConfig(_Checked):
             "cannot capture in one graph (fullgraph fails) and otherwise recompiles for every step pattern. "
             "Benchmark them separately (opt=deepcache, opt=compile), or compile only the VAE "
             "(opt.compile.vae=true).",
+        )
+        _check(
+            self.quantize is not None or not self.quantize_vae,
+            "opt.quantize_vae=true quantizes the VAE decoder with the mode of opt.quantize, which is null. Set "
+            "opt.quantize (one of " + ", ".join(QUANTIZE_MODES) + ") or drop opt.quantize_vae.",
         )
 
     @property
@@ -336,6 +372,11 @@ class BenchConfig(_Checked):
         why=f"seconds of measured calls, up to a day; the runner stops after {MAX_MEASURED_CALLS} calls in any case",
     )
     progress: bool = setting(True, "Show a progress bar over the denoising steps of each call.")
+    second_input: bool = setting(
+        True,
+        "With torch.compile: after the measured calls, one call with a different conditioning image and one with "
+        "another seed; recompilations, their latency and device-memory growth go into results (compile_check).",
+    )
 
 
 @dataclass
@@ -396,6 +437,47 @@ class ProfileConfig(_Checked):
 
 
 @dataclass
+class EnergyConfig(_Checked):
+    source: str = setting(
+        "auto",
+        "Energy of every measured call: auto (Zeus, else NVML and RAPL directly), zeus, nvml (GPU only) or none; "
+        "a source this machine lacks is reported as missing with its reason, never estimated (docs/energy.md).",
+        choices=ENERGY_SOURCES,
+    )
+
+
+@dataclass
+class CostConfig(_Checked):
+    """Prices to turn seconds and joules into dollars. Null by default: svdbench makes up no prices."""
+
+    usd_per_hour: float | None = setting(
+        None,
+        "Rental price of the machine in US dollars per hour (null: no rental cost).",
+        minimum=0,
+        why="a price in dollars per hour, 0 or more, or null for none",
+    )
+    usd_per_kwh: float | None = setting(
+        None,
+        "Electricity price in US dollars per kWh, applied to the measured energy (null: no energy cost).",
+        minimum=0,
+        why="a price in dollars per kWh, 0 or more, or null for none",
+    )
+
+
+@dataclass
+class GateConfig(_Checked):
+    """The faithfulness gate of `python -m svdbench.compare` (docs/optimizations.md)."""
+
+    min_psnr_db: float = setting(
+        GATE_MIN_PSNR_DB,
+        "Lowest PSNR of a job's exact frames against its opt=none baseline for the verdict 'faithful' (default: "
+        "the PSNR between fp16 and bf16 runs of opt=none, an accepted change of precision; docs/optimizations.md).",
+        above=0,
+        why="a PSNR in dB, more than 0",
+    )
+
+
+@dataclass
 class SweepConfig(_Checked):
     isolate: bool = setting(
         True, "In a multirun, run every job in a fresh process so that no job's memory or caches affect another's."
@@ -421,6 +503,9 @@ class RunConfig(_Checked):
     metrics: MetricsConfig = setting(help="Quality metrics of the frames.", factory=MetricsConfig)
     profile: ProfileConfig = setting(help="Where the time goes: one extra profiled call.", factory=ProfileConfig)
     sweep: SweepConfig = setting(help="Multirun behaviour.", factory=SweepConfig)
+    energy: EnergyConfig = setting(help="Energy measurement.", factory=EnergyConfig)
+    cost: CostConfig = setting(help="Prices for dollars per video (null: none).", factory=CostConfig)
+    gate: GateConfig = setting(help="The faithfulness verdict of comparisons.", factory=GateConfig)
     logger: LoggerConfig = setting(
         help="Where results go besides the run directory (logger=...).", factory=LoggerConfig
     )
@@ -431,6 +516,14 @@ class RunConfig(_Checked):
         "Frames to generate (default: the number the model was trained for).",
         minimum=1,
         why="generate at least 1 frame",
+    )
+    batch_size: int = setting(
+        1,
+        "Videos per pipeline call; video k of a batch is seeded with seed + k, so it is the same video as an "
+        "unbatched run with that seed.",
+        minimum=1,
+        maximum=MAX_BATCH_SIZE,
+        why=f"a pipeline call generates at least 1 video; more than {MAX_BATCH_SIZE} is no benchmark",
     )
     num_inference_steps: int = setting(
         25,
@@ -489,6 +582,12 @@ class RunConfig(_Checked):
             "(a tensor-size error). Turn guidance off with max_guidance_scale=1, generate at least 2 frames "
             "(num_frames=2), or guide the one frame with min_guidance_scale > 1 (e.g. min_guidance_scale="
             f"{self.max_guidance_scale}).",
+        )
+        _check(
+            self.seed + self.batch_size - 1 <= MAX_SEED,
+            f"seed={self.seed} with batch_size={self.batch_size}: video k of a batch uses seed + k, and the last "
+            f"one, {self.seed + self.batch_size - 1}, is above the largest seed torch takes (2**63 - 1). Use a "
+            "smaller seed.",
         )
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -74,7 +74,7 @@ PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "hydra-core", "w
 
 # Settings (and groups of settings) that change how a run is shown or scheduled, not what it measures or
 # generates: left out of the config hash, of comparisons between jobs and of run names.
-PRESENTATION_KEYS = ("bench.progress", "logger", "save_frames", "sweep")
+PRESENTATION_KEYS = ("bench.progress", "gate", "logger", "save_frames", "sweep")
 
 
 def is_presentation(key: str) -> bool:

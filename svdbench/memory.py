@@ -11,7 +11,7 @@ import ctypes
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -64,6 +64,16 @@ class MemoryPeak:
     device_max_reserved_gib: float | None = None
     device_nvml_process_gib: float | None = None
     device_method: str | None = None
+    # The peak that limits the run (RunResult.peak_memory_gib's kind) of every measured call, in order.
+    calls_gib: list[float] = field(default_factory=list)
+    # The planner's prediction of the device peak allocated of one call (svdbench.plan), and how it was made.
+    predicted_gib: float | None = None
+    predicted_method: str | None = None
+
+    @property
+    def limiting_gib(self) -> float:
+        """Device max allocated where there is a device, else host resident peak."""
+        return self.device_max_allocated_gib if self.device_max_allocated_gib is not None else self.host_peak_gib
 
     def merge(self, other: MemoryPeak) -> MemoryPeak:
         """The worse of two peaks (several measured calls report their maximum); the baseline of the
@@ -80,6 +90,9 @@ class MemoryPeak:
             device_max_reserved_gib=worst(self.device_max_reserved_gib, other.device_max_reserved_gib),
             device_nvml_process_gib=worst(self.device_nvml_process_gib, other.device_nvml_process_gib),
             device_method=self.device_method,
+            calls_gib=[*self.calls_gib, *other.calls_gib],
+            predicted_gib=self.predicted_gib,
+            predicted_method=self.predicted_method,
         )
 
 

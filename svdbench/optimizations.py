@@ -9,6 +9,8 @@ DeepCache (its wrappers outermost, so a skipped block skips its offload hooks to
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -43,6 +45,12 @@ def check_supported(opt: OptConfig, device: torch.device) -> None:
             import_helper()
         except DeepCacheUnavailable as exc:
             raise Unsupported(f"opt={opt.name} is unsupported here: {exc}") from exc
+
+
+@contextmanager
+def call_context(opt: OptConfig, device: torch.device) -> Iterator[None]:
+    """What a mode sets around every pipeline call (attention kernel, TF32), undone afterwards."""
+    yield
 
 
 def apply_optimizations(pipe, opt: OptConfig, device: torch.device):

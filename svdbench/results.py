@@ -26,7 +26,7 @@ from svdbench.timing import Stats
 STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted")
 RESULTS_FILE = "results.json"
 # Version of the results.json layout. 1: files written before the field existed (read the same way).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ResultsError(ValueError):
@@ -71,8 +71,46 @@ class Steps:
 
 @dataclass
 class Throughput:
-    frames_per_s: float
-    s_per_video: float
+    """Medians over the measured calls; a call generates `batch_size` videos (RunResult.batch_size)."""
+
+    frames_per_s: float  # frames of all videos of a call / seconds per call
+    s_per_video: float  # seconds per call / batch size
+    s_per_call: float | None = None  # None in results written before batches existed (then = s_per_video)
+    videos_per_hour: float | None = None
+
+
+@dataclass
+class Startup:
+    """Seconds from nothing to the first video. time_to_first_video_s = build_s + placement_s + optimize_s +
+    cold_call_s: what a user waits after a cold start, before any video exists."""
+
+    build_s: float | None = None  # building the pipeline: reading a checkpoint, or initialising the architecture
+    placement_s: float | None = None  # moving it to the device, or installing offload hooks
+    optimize_s: float | None = None  # the rest of the mode's setup (chunking, caching, quantization, compile wrapping)
+    cold_call_s: float | None = None  # the first call (compilation happens here)
+    time_to_first_video_s: float | None = None
+    source: str = ""  # what was built: the checkpoint directory read, or the architecture initialised
+
+
+@dataclass
+class ExtraCall:
+    """A call after the measured ones with an input the compiled model has not seen (bench.second_input)."""
+
+    kind: str  # "another image" or "another seed"
+    status: str  # "ok" or "error"
+    latency_s: float | None = None
+    recompilations: int | None = None  # dynamo's frames compiled during the call
+    device_memory_growth_gib: float | None = None  # max allocated after it minus before it (None off a GPU)
+    reason: str | None = None  # the error, when status is "error"
+
+
+@dataclass
+class CompileCheck:
+    """Whether a compiled mode survives real use: calls with another image and another seed after the measured
+    calls. A failure is recorded here, not raised: the measured figures stand."""
+
+    calls: list[ExtraCall] = field(default_factory=list)
+    method: str = ""
 
 
 @dataclass
@@ -135,7 +173,10 @@ class RunResult:
     width: int = 0
     num_inference_steps: int = 0
     seed: int = 0
+    batch_size: int = 1
+    seeds: list[int] = field(default_factory=list)  # every video's seed: video k of a batch uses seed + k
     latency: Latency = field(default_factory=Latency)
+    startup: Startup = field(default_factory=Startup)
     phases: Phases | None = None
     steps: Steps | None = None
     throughput: Throughput | None = None
@@ -144,6 +185,7 @@ class RunResult:
     applied: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     profile: Profile | None = None
+    compile_check: CompileCheck | None = None
     files: dict[str, str] = field(default_factory=dict)
     # Files of the run that could not be written (name -> why); the measurement above is complete without them.
     file_errors: dict[str, str] = field(default_factory=dict)
@@ -170,11 +212,7 @@ class RunResult:
     @property
     def peak_memory_gib(self) -> float | None:
         """The peak that limits the run: device max allocated where there is a device, else host resident."""
-        if self.memory is None:
-            return None
-        if self.memory.device_max_allocated_gib is not None:
-            return self.memory.device_max_allocated_gib
-        return self.memory.host_peak_gib
+        return self.memory.limiting_gib if self.memory is not None else None
 
     @property
     def peak_memory_kind(self) -> str | None:

@@ -199,6 +199,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
         measured.append(timing)
         assert memory.last is not None  # set by every tracked call
+        memory.last.calls_gib = [memory.last.limiting_gib]
         peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
     if len(measured) == MAX_CALLS and cfg.bench.min_seconds > 0:

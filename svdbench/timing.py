@@ -12,6 +12,7 @@ covered and nothing leaks between calls because every call starts from an empty 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -133,9 +134,21 @@ class CallProbe:
         )
 
 
+# Confidence of the interval of the median (Stats.ci95_low/high).
+CI_LEVEL = 0.95
+CI_METHOD = (
+    "distribution-free order-statistic interval of the median: the widest symmetric pair of ranks "
+    "(j, n+1-j) with binomial(n, 1/2) coverage of at least 95 percent; needs 6 or more values"
+)
+
+
 @dataclass
 class Stats:
-    """Summary of repeated measurements (seconds unless said otherwise)."""
+    """Summary of repeated measurements (seconds unless said otherwise).
+
+    `ci95_low`/`ci95_high` bound the median with 95 percent confidence whatever the distribution (an
+    order-statistic interval, `CI_METHOD`); with fewer than 6 values no such interval exists and both are
+    None. Fields after `rel_spread` have defaults so that results written before them still load."""
 
     n: int
     median: float
@@ -144,11 +157,18 @@ class Stats:
     min: float
     max: float
     rel_spread: float  # (max - min) / median
+    p95: float | None = None
+    p99: float | None = None
+    std: float | None = None  # sample standard deviation (n - 1); 0 for one value
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    ci_method: str = CI_METHOD
 
     @classmethod
     def of(cls, values: list[float]) -> Stats:
         ordered = sorted(values)
         median = statistics.median(ordered)
+        low, high = median_interval(ordered)
         return cls(
             n=len(ordered),
             median=median,
@@ -157,6 +177,11 @@ class Stats:
             min=ordered[0],
             max=ordered[-1],
             rel_spread=(ordered[-1] - ordered[0]) / median if median > 0 else 0.0,
+            p95=percentile(ordered, 95),
+            p99=percentile(ordered, 99),
+            std=statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+            ci95_low=low,
+            ci95_high=high,
         )
 
 
@@ -168,3 +193,21 @@ def percentile(ordered: list[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median_interval(ordered: list[float], level: float = CI_LEVEL) -> tuple[float | None, float | None]:
+    """A `level` confidence interval of the median of sorted values: (x_(j), x_(n+1-j)) for the largest j
+    whose coverage 1 - 2 P(Binomial(n, 1/2) < j) is at least `level`. (None, None) where even the whole
+    range (j = 1) covers less (n < 6 at 95 percent)."""
+    n = len(ordered)
+    best = None
+    below = 0.0  # P(B < j), growing with j
+    for j in range(1, n // 2 + 1):
+        below += math.comb(n, j - 1) / 2.0**n
+        if 1.0 - 2.0 * below >= level:
+            best = j
+        else:
+            break
+    if best is None:
+        return None, None
+    return ordered[best - 1], ordered[n - best]
