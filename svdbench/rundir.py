@@ -112,7 +112,8 @@ def check_output_location(path: Path, needed: dict[str, int]) -> None:
 def needed_bytes(config: DictConfig) -> dict[str, int]:
     """What a run with these settings writes, in bytes, by file: an upper estimate for the space check."""
     try:
-        raw = int(config.num_frames) * int(config.height) * int(config.width) * 3
+        raw = int(config.num_frames) * int(config.height) * int(config.width) * 3  # one video
+        batch = int(config.batch_size)
         pictures = bool(config.metrics.enabled and config.metrics.pictures)
         wandb = config.logger.name == "wandb"
         save_frames = bool(config.save_frames)
@@ -122,7 +123,7 @@ def needed_bytes(config: DictConfig) -> dict[str, int]:
     video = raw // 4 + 2**16  # H.264 of noise at quality 8; real content is far smaller
     picture_bytes = 4 * 2**20 if pictures else 0  # filmstrip (8 thumbnails at most 160 px high) and a plot
     return {
-        "exact frames": raw + 2**16 if save_frames else 0,  # compressed, but noise does not compress
+        "exact frames": batch * raw + 2**16 if save_frames else 0,  # every video; noise does not compress
         "video": video,
         "pictures": picture_bytes,
         "W&B copy": video + picture_bytes + 2**20 if wandb else 0,
@@ -306,9 +307,8 @@ def write_record(
             artifact("trace", trace_name(trace), lambda tmp: tmp.write_bytes(trace))
         if profile is not None:
             artifact("profile_plot", PICTURE, lambda tmp: save_profile_png(profile, tmp))
-    video = measurement.video
-    if video is not None and cfg is not None:
-        _write_media(cfg, result, video, artifact)
+    if measurement.videos is not None and cfg is not None:
+        _write_media(cfg, result, measurement.videos, artifact)
     from svdbench.report import REPORT_FILE, write_run_report
 
     artifact("report", REPORT_FILE, lambda tmp: write_run_report(tmp, run_dir, result))  # last: it links the others
@@ -327,8 +327,11 @@ def write_record(
     return result
 
 
-def _write_media(cfg: RunConfig, result: RunResult, video: np.ndarray, artifact: Callable) -> None:
-    """Pictures, then the video, then the exact frames: the smallest files first."""
+def _write_media(cfg: RunConfig, result: RunResult, videos: np.ndarray, artifact: Callable) -> None:
+    """Pictures, then the video, then the exact frames: the smallest files first. `videos` is batch x frames x
+    H x W x 3; the pictures and the mp4 show video 0, frames.npz keeps every video (frames x H x W x 3 for a
+    batch of one, as before batches existed; batch x frames x H x W x 3 otherwise)."""
+    video = videos[0]
     from svdbench.metrics.plots import PICTURES, save_filmstrip, save_flicker_plot
     from svdbench.video import write_mp4
 
@@ -345,7 +348,7 @@ def _write_media(cfg: RunConfig, result: RunResult, video: np.ndarray, artifact:
 
         def frames(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, frames=video)
+                np.savez_compressed(handle, frames=video if len(videos) == 1 else videos)
 
         artifact("frames", "frames.npz", frames)
 
@@ -398,9 +401,11 @@ def _save(result: RunResult, run_dir: Path, quiet: bool = False) -> bool:
 def _log_outcome(result: RunResult, run_dir: Path) -> None:
     path = run_dir / RESULTS_FILE
     if result.status == "ok" and result.memory is not None and result.throughput is not None:
+        batch = f" per call of {result.batch_size} videos" if result.batch_size > 1 else " per video"
         log.info(
-            "ok: %.3f s per video (median of %d), %.2f frames/s, peak %s memory %.2f GiB -> %s",
+            "ok: %.3f s%s (median of %d), %.2f frames/s, peak %s memory %.2f GiB -> %s",
             result.median_s,
+            batch,
             len(result.latency.calls_s),
             result.throughput.frames_per_s,
             result.peak_memory_kind,

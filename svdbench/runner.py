@@ -8,22 +8,30 @@ results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes. Nothin
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import ImageOps
 
 from svdbench.config import RunConfig
 from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.identity import config_hash, frames_hash
 from svdbench.image import InputImageError, conditioning_image
-from svdbench.memory import MemoryTracker, release_freed_memory
+from svdbench.memory import GIB, MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
 from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
-from svdbench.optimizations import Unsupported, apply_optimizations, check_supported, inspect_pipeline
+from svdbench.optimizations import (
+    Unsupported,
+    apply_optimizations,
+    call_context,
+    check_supported,
+    inspect_pipeline,
+)
 from svdbench.profile import profile_call
-from svdbench.results import Latency, Phases, RunResult, Steps, Throughput, now_iso
+from svdbench.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.timing import CallProbe, CallTiming, Clock, Stats
 from svdbench.video import BadFrames, to_uint8
 
@@ -54,13 +62,19 @@ def select_dtype(run_dtype: str, model_dtype: str, device: torch.device) -> torc
 
 @dataclass
 class Measurement:
-    """What one run produced, before anything is written: the results, the frames (uint8, T x H x W x 3),
-    for an unexpected error its traceback, and with profile.enabled the profiled call's Chrome trace (bytes)."""
+    """What one run produced, before anything is written: the results, the frames of every video of the last
+    measured call (uint8, batch x T x H x W x 3), for an unexpected error its traceback, and with
+    profile.enabled the profiled call's Chrome trace (bytes)."""
 
     result: RunResult
-    video: np.ndarray | None = None
+    videos: np.ndarray | None = None
     traceback: str | None = None
     trace: bytes | None = None
+
+    @property
+    def video(self) -> np.ndarray | None:
+        """Video 0 (T x H x W x 3): the one a batch of one generates, and the one pictures show."""
+        return self.videos[0] if self.videos is not None else None
 
 
 def run(cfg: RunConfig) -> Measurement:
@@ -76,15 +90,24 @@ def run(cfg: RunConfig) -> Measurement:
         width=cfg.width,
         num_inference_steps=cfg.num_inference_steps,
         seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        seeds=video_seeds(cfg),
     )
     if cfg.model.weights == "random":
         result.notes.append(
             "Random weights: latency and memory are those of the real architecture, but the frames are "
             "noise, so flicker and fidelity metrics say nothing about the model's quality."
         )
+    if cfg.model.weights == "random" and cfg.batch_size > 1:
+        weights_seed = cfg.seed if cfg.model.weights_seed is None else cfg.model.weights_seed
+        result.notes.append(
+            f"Video k of this batch is the video of an unbatched run with seed={cfg.seed}+k and "
+            f"model.weights_seed={weights_seed}: random weights are seeded with the run's seed unless "
+            "model.weights_seed fixes them."
+        )
     measurement = Measurement(result)
     try:
-        measurement.video = _measure(cfg, result, measurement)
+        measurement.videos = _measure(cfg, result, measurement)
     except Unsupported as exc:
         result.fail("unsupported", str(exc))
     except BadFrames as exc:
@@ -122,19 +145,35 @@ def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
         )
     return (
         f"Out of memory ({type(exc).__name__}: {first_line}) with model={cfg.model.name}, opt={cfg.opt.name}, "
-        f"{cfg.height}x{cfg.width}, {cfg.num_frames} frames, decode_chunk_size={cfg.opt.decode_chunk_size or 'all'}, "
+        f"batch_size={cfg.batch_size}, {cfg.height}x{cfg.width}, {cfg.num_frames} frames, "
+        f"decode_chunk_size={cfg.opt.decode_chunk_size or 'all'}, "
         f"dtype={result.dtype or cfg.dtype}, device={result.device or cfg.device}."
-        f"{peak} Try opt=lowmem, a smaller opt.decode_chunk_size, opt.forward_chunking=true, fewer frames or a "
-        "smaller size."
+        f"{peak} Try "
+        + ("a smaller batch_size, " if cfg.batch_size > 1 else "")
+        + "opt=lowmem, a smaller opt.decode_chunk_size, opt.forward_chunking=true, fewer frames or a smaller size."
     )
 
 
+def video_seeds(cfg: RunConfig) -> list[int]:
+    """The seed of every video of a call: video k of a batch is the video an unbatched run with seed + k makes."""
+    return [cfg.seed + k for k in range(cfg.batch_size)]
+
+
+def generators(cfg: RunConfig, seed: int | None = None) -> torch.Generator | list[torch.Generator]:
+    """One seeded CPU generator per video (the same noise on every device). The pipeline draws each video's
+    noise from its own generator, in the order an unbatched call draws it from its one."""
+    first = cfg.seed if seed is None else seed
+    made = [torch.Generator("cpu").manual_seed(first + k) for k in range(cfg.batch_size)]
+    return made[0] if cfg.batch_size == 1 else made
+
+
 def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.ndarray:
-    """Fill `result` as the measurement goes (a failure half-way keeps what was measured); return the frames."""
+    """Fill `result` as the measurement goes (a failure half-way keeps what was measured); return the frames
+    of every video of the last measured call (batch x T x H x W x 3)."""
     device = select_device(cfg.device)
     dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
     result.device, result.dtype = str(device), dtype_name(dtype)
-    check_supported(cfg.opt, device)
+    check_supported(cfg.opt, device, dtype)
     if device.type == "cpu" and dtype == torch.float16:
         result.notes.append(
             "fp16 on a CPU works but many kernels emulate it, so it is much slower than fp32 or bf16 there; "
@@ -143,8 +182,16 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     image = conditioning_image(cfg.input.path, cfg.width, cfg.height)
 
     log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, result.dtype, device)
-    pipe = build_pipeline(cfg.model, device, dtype, cfg.seed)
-    pipe = apply_optimizations(pipe, cfg.opt, device)
+    startup = result.startup
+    startup.source = describe_source(cfg)
+    started = time.perf_counter()
+    weights_seed = cfg.seed if cfg.model.weights_seed is None else cfg.model.weights_seed
+    pipe = build_pipeline(cfg.model, device, dtype, weights_seed)
+    synchronize(device)
+    startup.build_s = time.perf_counter() - started
+    setup: dict[str, float] = {}
+    pipe = apply_optimizations(pipe, cfg.opt, device, timings=setup)
+    startup.placement_s, startup.optimize_s = setup.get("placement_s"), setup.get("optimize_s")
     result.applied = inspect_pipeline(pipe)
 
     clock = Clock(device)
@@ -152,30 +199,32 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     probe = CallProbe(pipe, clock)
     memory = MemoryTracker(device)
 
-    def call() -> np.ndarray:
-        return pipe(
-            image,
-            height=cfg.height,
-            width=cfg.width,
-            num_frames=cfg.num_frames,
-            num_inference_steps=cfg.num_inference_steps,
-            min_guidance_scale=cfg.min_guidance_scale,
-            max_guidance_scale=cfg.max_guidance_scale,
-            fps=cfg.cond.fps,
-            motion_bucket_id=cfg.cond.motion_bucket_id,
-            noise_aug_strength=cfg.cond.noise_aug_strength,
-            decode_chunk_size=cfg.opt.decode_chunk_size,
-            generator=torch.Generator("cpu").manual_seed(cfg.seed),
-            callback_on_step_end=probe.on_step_end,
-            output_type="np",
-        ).frames[0]
+    def call(picture=image, seed: int | None = None) -> np.ndarray:
+        """One pipeline call: every video of the batch (batch x T x H x W x 3, floats in [0, 1])."""
+        with call_context(cfg.opt, device):
+            return pipe(
+                [picture] * cfg.batch_size if cfg.batch_size > 1 else picture,
+                height=cfg.height,
+                width=cfg.width,
+                num_frames=cfg.num_frames,
+                num_inference_steps=cfg.num_inference_steps,
+                min_guidance_scale=cfg.min_guidance_scale,
+                max_guidance_scale=cfg.max_guidance_scale,
+                fps=cfg.cond.fps,
+                motion_bucket_id=cfg.cond.motion_bucket_id,
+                noise_aug_strength=cfg.cond.noise_aug_strength,
+                decode_chunk_size=cfg.opt.decode_chunk_size,
+                generator=generators(cfg, seed),
+                callback_on_step_end=probe.on_step_end,
+                output_type="np",
+            ).frames
 
-    def tracked(desc: str) -> tuple[np.ndarray, CallTiming]:
+    def tracked(desc: str, one_call=call) -> tuple[np.ndarray, CallTiming]:
         """One call with its memory tracked; if it fails, its peak goes into the result."""
         pipe.set_progress_bar_config(desc=desc, leave=False, disable=not cfg.bench.progress)
         try:
             with memory.track():
-                return probe.measure(call)
+                return probe.measure(one_call)
         except BaseException:
             if memory.last is not None:
                 result.memory = memory.last
@@ -185,7 +234,14 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     release_freed_memory()
     _, cold = tracked("cold call")
     result.latency.cold_s = cold.total_s
-    log.info("cold call: %.3f s", cold.total_s)
+    startup.cold_call_s = cold.total_s
+    parts = (startup.build_s, startup.placement_s, startup.optimize_s, startup.cold_call_s)
+    startup.time_to_first_video_s = sum(parts) if None not in parts else None  # type: ignore[arg-type]
+    log.info(
+        "cold call: %.3f s (first video %.3f s after the start of the build)",
+        cold.total_s,
+        startup.time_to_first_video_s or float("nan"),
+    )
     for i in range(cfg.bench.warmup):
         result.latency.warmup_s.append(tracked(f"warm-up {i + 1}/{cfg.bench.warmup}")[1].total_s)
     warmup_s = result.latency.warmup_s
@@ -211,17 +267,67 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
     result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
     result.notes += notes
+    if cfg.bench.second_input and (cfg.opt.compile.unet or cfg.opt.compile.vae):
+        latents = probe.last_latents  # as below: the metrics decode the measured call's latents
+        result.compile_check = compile_check(tracked, call, image, cfg, device)
+        probe.last_latents = latents
     if cfg.profile.enabled:  # one more call, after the measured ones: it never enters the figures above
         pipe.set_progress_bar_config(desc="profiled call", leave=False, disable=not cfg.bench.progress)
         latents = probe.last_latents  # the metrics below decode the measured call's latents, not these
         result.profile, measurement.trace = profile_call(pipe, call, device, cfg.profile, result.notes)
         probe.last_latents = latents
 
-    video = to_uint8(frames)
-    result.frames_hash = frames_hash(video)
+    videos = np.stack([to_uint8(video) for video in frames])
+    result.frames_hash = frames_hash(videos[0] if cfg.batch_size == 1 else videos)
     if cfg.metrics.enabled:
-        result.metrics = quality_metrics(pipe, probe.last_latents, video, np.asarray(image), cfg)
-    return video
+        latents = probe.last_latents[:1] if probe.last_latents is not None else None
+        result.metrics = quality_metrics(pipe, latents, videos[0], np.asarray(image), cfg)
+        if cfg.batch_size > 1:
+            result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
+    return videos
+
+
+def describe_source(cfg: RunConfig) -> str:
+    """What building the pipeline reads or makes: Load.source."""
+    if cfg.model.weights == "random":
+        return f"the {cfg.model.architecture} architecture initialised with random weights (nothing read from disk)"
+    return f"checkpoint {cfg.model.path}" if cfg.model.path else f"Hugging Face cache of {cfg.model.repo_id}"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compile_check(tracked, call, image, cfg: RunConfig, device: torch.device) -> CompileCheck:
+    """After the measured calls of a compiled mode: one call with another conditioning image (the test card
+    mirrored: same shape, other values) and one with another seed. Counts the graphs dynamo compiles during
+    each (a compiled mode that holds should compile none), its latency and the growth of the device's peak
+    allocated memory. A failure is recorded as data; the measured figures above stand either way."""
+    from torch._dynamo.utils import counters
+
+    check = CompileCheck(
+        method="dynamo counters['stats']['unique_graphs'] before and after each call; device growth = max "
+        "allocated during the call minus allocated before it"
+    )
+    mirrored = ImageOps.mirror(image)
+    for kind, picture, seed in (("another image", mirrored, None), ("another seed", image, cfg.seed + 1000)):
+        graphs = counters["stats"]["unique_graphs"]
+        before = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+        extra = ExtraCall(kind=kind, status="ok")
+        try:
+            _, timing = tracked(f"compile check: {kind}", lambda p=picture, s=seed: call(p, s))
+            extra.latency_s = timing.total_s
+        except Exception as exc:
+            if isinstance(exc, Unsupported):
+                raise
+            extra.status, extra.reason = "error", f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            log.warning("compile check (%s) failed: %s", kind, extra.reason)
+        extra.recompilations = counters["stats"]["unique_graphs"] - graphs
+        if before is not None:
+            extra.device_memory_growth_gib = (torch.cuda.max_memory_allocated(device) - before) / GIB
+        check.calls.append(extra)
+    return check
 
 
 def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: RunConfig) -> dict:
@@ -308,4 +414,11 @@ def summarize(
         it_per_s=1.0 / step_stats.median,
         stats=step_stats,
     )
-    return latency, phases, steps, Throughput(frames_per_s=cfg.num_frames / stats.median, s_per_video=stats.median)
+    per_call = stats.median
+    throughput = Throughput(
+        frames_per_s=cfg.batch_size * cfg.num_frames / per_call,
+        s_per_video=per_call / cfg.batch_size,
+        s_per_call=per_call,
+        videos_per_hour=3600.0 * cfg.batch_size / per_call,
+    )
+    return latency, phases, steps, throughput

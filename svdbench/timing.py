@@ -78,6 +78,7 @@ class CallProbe:
         self.clock = clock
         self.marks = _Marks()
         self.last_latents: torch.Tensor | None = None
+        self.wall_start = 0.0  # time.perf_counter() when the last call started (after a synchronize)
         pipe._encode_image = self._interval(pipe._encode_image, self.marks_conditioning)
         pipe._encode_vae_image = self._interval(pipe._encode_vae_image, self.marks_conditioning)
         pipe.decode_latents = self._interval(pipe.decode_latents, self.marks_decode)
@@ -115,11 +116,28 @@ class CallProbe:
         """Run `call()` (which must pass `callback_on_step_end=self.on_step_end`) and time it."""
         self.marks = _Marks()
         self.clock.sync()
+        self.wall_start = time.perf_counter()
         self.marks.start = self.clock.mark()
         out = call()
         self.marks.end = self.clock.mark()
         self.clock.sync()
         return out, self._timing()
+
+    def phase_windows(self) -> dict[str, tuple[float, float]]:
+        """The last call's denoising loop and decode as time.perf_counter() intervals (on CUDA: the call's
+        start plus the events' offsets from it, the device's own timeline), for readings taken outside the
+        call, such as an energy counter sampled in the background."""
+        m = self.marks
+
+        def wall(mark: Any) -> float:
+            return self.wall_start + self.clock.seconds(m.start, mark) if self.clock.cuda else mark
+
+        windows = {}
+        if m.loop_start is not None and m.step_ends:
+            windows["denoising"] = (wall(m.loop_start), wall(m.step_ends[-1]))
+        if m.decode is not None:
+            windows["decode"] = (wall(m.decode[0]), wall(m.decode[1]))
+        return windows
 
     def _timing(self) -> CallTiming:
         m, s = self.marks, self.clock.seconds

@@ -80,12 +80,13 @@ DEFAULTS = {
     "energy.source": "auto",
     "cost.usd_per_hour": None,
     "cost.usd_per_kwh": None,
-    "gate.min_psnr_db": 30.0,
+    "gate.min_psnr_db": 50.4,
     "opt.attention_backend": "auto",
     "opt.fuse_qkv": False,
     "opt.tf32": False,
     "opt.quantize": None,
     "opt.quantize_vae": False,
+    "model.weights_seed": None,
     "logger.name": "wandb",
     "logger.project": "svdbench",
     "logger.entity": None,
@@ -135,6 +136,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         | {"opt.decode_chunk_size": 2},
         "offload": {"opt.name": "offload", "opt.offload": "model"},
         "seq_offload": {"opt.name": "seq_offload", "opt.offload": "sequential"},
+        "fast": {"opt.name": "fast", "opt.compile.unet": True, "opt.compile.vae": True, "opt.fuse_qkv": True}
+        | {"opt.tf32": True},
+        "fastest": {"opt.name": "fastest", "opt.deepcache.enabled": True, "opt.compile.vae": True}
+        | {"opt.fuse_qkv": True, "opt.tf32": True, "opt.quantize": "float8_dynamic"},
+        "int8": {"opt.name": "int8", "opt.quantize": "int8_dynamic"},
     },
     "cond": {
         "default": {},
@@ -146,6 +152,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # The experiments (sweeps): the model they choose unless model=... is given, what else they change in the
 # job config, and what they sweep.
 EXPERIMENTS = {
+    "batch": ("tiny", {}, {"batch_size": "1,2,4,8"}),
     "decode_chunks": ("tiny", {}, {"opt.decode_chunk_size": "1,2,4,8,null"}),
     "guide": ("xt", {}, {"opt": "none,compile,lowmem", "cond": "default,high_motion"}),
     # sweep.flicker_limit was meant to be 0.05 (see conf/experiment/tradeoff.yaml), but conf/config.yaml restated
@@ -201,7 +208,7 @@ def test_every_combination_of_presets_composes_to_the_values_it_had():
                 expected.update(PRESETS[group][option])
             assert flat(OmegaConf.to_container(cfg, resolve=True)) == expected, combo
             to_run_config(cfg)  # and every one validates
-    assert len(combos) == 4 * 12 * 2 * 2
+    assert len(combos) == 4 * 15 * 2 * 2
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))

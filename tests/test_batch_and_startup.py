@@ -1,0 +1,107 @@
+"""Batches (batch_size) and the time from nothing to the first video (results.startup), on real tiny runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from svdbench.models import build_random_pipeline
+from svdbench.runner import oom_reason
+from tests.conftest import FAST, read_json, run_cli, run_tiny, typed_config
+
+# Largest difference, in uint8 grey levels, allowed between video k of a batch and the unbatched run with seed
+# + k. Batched convolutions and matmuls sum in another order than single ones (other kernel blocking), so
+# fp32 results differ in the last bits; after the denoising steps and the uint8 rounding that is at most a
+# level or two. Measured on the tiny model (batch of 3, fp32, CPU): at most 1 level in every video.
+BATCH_TOLERANCE_LEVELS = 2
+
+
+def frames_of(run_dir) -> np.ndarray:
+    return np.load(run_dir / "frames.npz")["frames"]
+
+
+def test_every_video_of_a_batch_is_the_unbatched_video_of_its_seed(tmp_path):
+    # Random weights are seeded with the run's seed unless model.weights_seed fixes them: one model for all.
+    batched = run_tiny(tmp_path / "batch", "batch_size=3", "seed=7", "model.weights_seed=7", "metrics.enabled=false")
+    assert batched.status == "ok", batched.reason
+    assert batched.seeds == [7, 8, 9] and batched.batch_size == 3
+    videos = frames_of(tmp_path / "batch")
+    assert videos.shape == (3, 8, 128, 128, 3)
+    worst = []
+    for k, seed in enumerate(batched.seeds):
+        single = run_tiny(tmp_path / f"seed{seed}", f"seed={seed}", "model.weights_seed=7", "metrics.enabled=false")
+        alone = frames_of(tmp_path / f"seed{seed}")
+        assert alone.shape == (8, 128, 128, 3)  # a batch of one keeps the layout of earlier files
+        difference = np.abs(videos[k].astype(int) - alone.astype(int))
+        worst.append(int(difference.max()))
+        assert difference.max() <= BATCH_TOLERANCE_LEVELS, (k, seed, difference.max(), single.frames_hash)
+    print("largest difference per video, grey levels:", worst)
+    # The videos are different generations, not one video three times.
+    assert not np.array_equal(videos[0], videos[1]) and not np.array_equal(videos[1], videos[2])
+
+
+def test_a_batch_reports_per_call_and_per_video_figures(tmp_path):
+    result = run_tiny(tmp_path, "batch_size=2", "bench.repeats=2")
+    assert result.status == "ok", result.reason
+    throughput = result.throughput
+    assert throughput is not None and throughput.s_per_call == pytest.approx(result.median_s)
+    assert throughput.s_per_video == pytest.approx(result.median_s / 2)
+    assert throughput.videos_per_hour == pytest.approx(3600 * 2 / result.median_s)
+    assert throughput.frames_per_s == pytest.approx(2 * 8 / result.median_s)
+    assert result.memory is not None and len(result.memory.calls_gib) == 2
+    assert any("video 0 of the batch of 2" in note for note in result.notes)
+    data = read_json(tmp_path / "results.json")
+    assert data["seeds"] == [42, 43] and data["throughput"]["videos_per_hour"] > 0
+
+
+def test_an_unbatched_run_reports_the_same_figures_as_before_batches(tmp_path):
+    result = run_tiny(tmp_path)
+    assert result.status == "ok" and result.batch_size == 1 and result.seeds == [42]
+    assert result.throughput is not None and result.throughput.s_per_video == pytest.approx(result.median_s)
+
+
+def test_time_to_first_video_from_a_checkpoint_on_disk(tmp_path):
+    build_random_pipeline("tiny", torch.float32, "cpu", seed=42).save_pretrained(tmp_path / "ckpt")
+    result = run_tiny(tmp_path / "run", "model.weights=pretrained", f"model.path={tmp_path / 'ckpt'}")
+    assert result.status == "ok", result.reason
+    startup = result.startup
+    assert str(tmp_path / "ckpt") in startup.source
+    parts = [startup.build_s, startup.placement_s, startup.optimize_s, startup.cold_call_s]
+    assert all(part is not None and part >= 0 for part in parts), parts
+    assert startup.build_s > 0 and startup.cold_call_s == result.latency.cold_s
+    assert startup.time_to_first_video_s == pytest.approx(sum(parts))  # type: ignore[arg-type]
+    saved = read_json(tmp_path / "run" / "results.json")["startup"]
+    assert saved["time_to_first_video_s"] == pytest.approx(startup.time_to_first_video_s)
+
+
+def test_random_weights_say_nothing_was_read_from_disk(tmp_path):
+    result = run_tiny(tmp_path)
+    assert "random weights" in result.startup.source and result.startup.time_to_first_video_s is not None
+
+
+def test_an_out_of_memory_batch_names_its_batch_size():
+    """The reason an `oom` result gets (real function, a real exception object; no allocation fails here)."""
+    cfg = typed_config("batch_size=4")
+    from svdbench.results import RunResult
+
+    reason = oom_reason(MemoryError("can't allocate memory"), cfg, RunResult())
+    assert "batch_size=4" in reason and "a smaller batch_size" in reason
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("batch_size=0", "batch_size=0 is invalid: it must be from 1 up to 256"),
+        ("cost.usd_per_hour=-2", "cost.usd_per_hour=-2 is invalid: it must be 0 or more"),
+        ("cost.usd_per_kwh=nan", "cost.usd_per_kwh=nan is invalid: it must be a finite number"),
+        ("energy.source=rapl9", "energy.source='rapl9' is not valid: choose one of auto, zeus, nvml, none"),
+        ("seed=9223372036854775807", None),
+    ],
+)
+def test_bad_batch_energy_and_price_settings_are_refused_before_anything_is_built(tmp_path, override, expected):
+    extra = ["batch_size=2"] if override.startswith("seed=") else []
+    proc = run_cli(tmp_path, *FAST, "logger=none", override, *extra, "hydra.run.dir=run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (expected or "video k of a batch uses seed + k") in proc.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
