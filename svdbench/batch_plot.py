@@ -35,12 +35,8 @@ def save_batch_plot(results: list[RunResult], path: Path) -> Path | None:
     for opt, runs in sorted(lines.items()):
         runs = sorted(runs, key=lambda r: r.batch_size)
         ok = [r for r in runs if r.ok and r.throughput is not None and r.throughput.videos_per_hour is not None]
-        shown = speed.plot(
-            [r.batch_size for r in ok],
-            [r.throughput.videos_per_hour for r in ok],
-            "o-",
-            label=opt,  # type: ignore[union-attr]
-        )
+        speeds = [r.throughput.videos_per_hour for r in ok if r.throughput is not None]
+        shown = speed.plot([r.batch_size for r in ok], speeds, "o-", label=opt)
         colour = shown[0].get_color()
         measured = [r for r in ok if r.peak_memory_gib is not None]
         memory.plot([r.batch_size for r in measured], [r.peak_memory_gib for r in measured], "o-", color=colour)

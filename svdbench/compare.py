@@ -1,14 +1,19 @@
-"""Compare the jobs of a sweep: one table (Markdown + CSV) and a memory/latency Pareto plot.
+"""Compare the jobs of a sweep: one table (Markdown + CSV), a memory/latency Pareto plot, and the faithfulness gate.
 
-`python -m svdbench.compare SWEEP_DIR [--out DIR] [--baseline opt.name=none]`
+`python -m svdbench.compare SWEEP_DIR [--out DIR] [--baseline opt.name=none] [--gate] [--min-psnr-db DB]`
 
 Exit status: 0 compared (jobs whose files cannot be read are skipped, each with a warning naming the file);
-2 nothing to compare, or --out holds another directory's comparison.
+2 nothing to compare, or --out holds another directory's comparison, or an invalid --min-psnr-db;
+4 with --gate: a job's frames are worse than its mode is meant to be (svdbench.gate; the comparison is
+written all the same).
 
 Each job is compared with a baseline job: by default the one with `opt.name=none` whose settings
 outside the `opt` group are equal (when several qualify, the one closest to the default options).
-Ratios: speed-up = baseline latency / job latency; memory saved = baseline peak - job peak; flicker
-change = job - baseline; PSNR of the job's exact frames (frames.npz) against the baseline's.
+Ratios: speed-up = baseline latency / job latency, with an interval from the two medians' 95 % intervals;
+memory saved = baseline peak - job peak, with an interval from the per-call peaks; a difference whose interval
+holds no change is marked within noise. Flicker change = job - baseline; PSNR and max |difference| of the job's
+exact frames (frames.npz) against the baseline's, and the verdict lossless / faithful / lossy / unknown
+(docs/comparison.md).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from svdbench.config import OptConfig, RunConfig
+from svdbench import gate
+from svdbench.config import GATE_MIN_PSNR_DB, OptConfig, RunConfig
 from svdbench.dotted import flatten
 from svdbench.files import DirectoryBusy, DirectoryLock, atomic_path, write_text_atomic
 from svdbench.guide_claims import check_claims
 from svdbench.identity import is_presentation
+from svdbench.memory import MemoryPeak
 from svdbench.results import RESULTS_FILE, ResultsError, RunResult
+from svdbench.timing import Stats
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class Job:
     result: RunResult
     label: str = ""
     baseline: Job | None = field(default=None, repr=False)
+    verdict: gate.Verdict | None = None  # against the baseline (assign_verdicts)
 
     @property
     def ok(self) -> bool:
@@ -176,47 +185,229 @@ def assign_baselines(jobs: list[Job], baseline: str, ignored: tuple[str, ...] = 
             job.baseline = min(candidates, key=lambda b: _distance_from_defaults(b, ignored))
 
 
-def psnr_vs_baseline(job: Job) -> float | None:
-    from svdbench.metrics import psnr
+# ------------------------------------------------------------------------------------------- intervals
 
-    if job.baseline is None or job.baseline is job or not (job.ok and job.baseline.ok):
+SIGNIFICANT, WITHIN_NOISE, BASELINE_ROW = "significant", "within noise", "baseline"
+NO_CI = "n<6: no interval"  # a median of fewer than 6 calls has no 95 % order-statistic interval
+NO_CALLS = "no per-call peaks: no interval"  # results written before memory.calls_gib existed
+FEW_CALLS = "n<2: no interval"  # one call's peak says nothing about how peaks vary
+MARK_NOISE, MARK_WARNING, MARK_FAIL = "~noise", "\u26a0", "\u2717"
+SPEEDUP_METHOD = (
+    "speed-up = baseline median / job median; its interval [base_low / job_high, base_high / job_low] combines "
+    "the two medians' 95 % intervals (distribution-free order-statistic intervals, which need 6 or more "
+    "measured calls) at their least favourable ends, so it is conservative (coverage at least about 90 %)"
+)
+MEMORY_METHOD = (
+    "memory saved = baseline peak - job peak (the limiting peak, over all measured calls); its range "
+    "[base_min - job_max, base_max - job_min] comes from the per-call peaks (memory.calls_gib) and needs 2 or "
+    "more calls on each side; allocated device memory is usually identical call to call: a zero-width range"
+)
+
+
+@dataclass
+class Interval:
+    """A difference and its interval: `status` is SIGNIFICANT, WITHIN_NOISE, BASELINE_ROW or why there is no
+    interval (NO_CI, NO_CALLS, FEW_CALLS); "" where nothing is compared."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    status: str = ""
+
+
+def _noise(low: float, high: float, none: float) -> str:
+    return WITHIN_NOISE if low <= none <= high else SIGNIFICANT
+
+
+def speedup_interval(base: Stats | None, job: Stats | None) -> Interval:
+    """Baseline median / job median with the conservative interval of the ratio of two medians."""
+    if base is None or job is None or not job.median > 0:
+        return Interval()
+    value = base.median / job.median
+    if None in (base.ci95_low, base.ci95_high, job.ci95_low, job.ci95_high):
+        return Interval(value, status=NO_CI)
+    assert base.ci95_low is not None and base.ci95_high is not None
+    assert job.ci95_low is not None and job.ci95_high is not None
+    if not job.ci95_low > 0:
+        return Interval(value, status=NO_CI)
+    low, high = base.ci95_low / job.ci95_high, base.ci95_high / job.ci95_low
+    return Interval(value, low, high, _noise(low, high, 1.0))
+
+
+def memory_interval(base: MemoryPeak | None, job: MemoryPeak | None) -> Interval:
+    """Baseline peak - job peak, with the range of the difference over the per-call peaks."""
+    if base is None or job is None:
+        return Interval()
+    value = base.limiting_gib - job.limiting_gib
+    if not base.calls_gib or not job.calls_gib:
+        return Interval(value, status=NO_CALLS)
+    if len(base.calls_gib) < 2 or len(job.calls_gib) < 2:
+        return Interval(value, status=FEW_CALLS)
+    low, high = min(base.calls_gib) - max(job.calls_gib), max(base.calls_gib) - min(job.calls_gib)
+    return Interval(value, low, high, _noise(low, high, 0.0))
+
+
+# ----------------------------------------------------------------------------------------------- verdicts
+
+
+def _opt(config: dict[str, Any]) -> dict[str, Any]:
+    return {k[len("opt.") :]: v for k, v in config.items() if k.startswith("opt.")}
+
+
+def min_psnr_for(job: Job, override: float | None = None) -> float:
+    """The PSNR threshold of `faithful`: --min-psnr-db, else the baseline job's gate.min_psnr_db, else the
+    default (older sweeps have no gate settings)."""
+    if override is not None:
+        return override
+    source = job.baseline if job.baseline is not None else job
+    value = source.config.get("gate.min_psnr_db")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else GATE_MIN_PSNR_DB
+
+
+def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline: str = "opt.name=none") -> None:
+    """Give each job its faithfulness verdict against its baseline (svdbench.gate)."""
+    frames: dict[Path, np.ndarray | None] = {}  # the baselines' frames, each read once
+
+    def baseline_frames(base: Job) -> np.ndarray | None:
+        if base.directory not in frames:
+            frames[base.directory] = base.frames()
+        return frames[base.directory]
+
+    for job in jobs:
+        base, threshold = job.baseline, min_psnr_for(job, min_psnr_db)
+        if base is job:
+            job.verdict = gate.Verdict(gate.BASELINE, None, min_psnr_db=threshold, reason="the baseline itself")
+            continue
+        frame_count = job.config.get("num_frames") or job.result.num_frames or None
+        expected, reasons = gate.expectation(
+            _opt(job.config), _opt(base.config) if base is not None else None, frame_count
+        )
+        unknown = None
+        if not job.ok:
+            unknown = f"the job did not finish ({job.result.status})"
+        elif base is None:
+            unknown = f"no baseline job ({baseline} with the same other settings) in the comparison"
+        elif not base.ok:
+            unknown = f"its baseline, job {base.name}, did not finish ({base.result.status})"
+        if unknown or base is None:
+            job.verdict = gate.judge(None, None, threshold, expected, unknown or "no baseline")
+        else:
+            job.verdict = gate.judge(job.frames(), baseline_frames(base), threshold, expected, reasons=reasons)
+
+
+# ----------------------------------------------------------------------------------------------- the table
+
+
+def _energy_j(result: RunResult) -> float | None:
+    energy = getattr(result, "energy", None)  # results written before energy was measured have none
+    return getattr(energy, "total_j", None) if energy is not None else None
+
+
+def _cost(result: RunResult, name: str) -> float | None:
+    cost = getattr(result, "cost", None)
+    return getattr(cost, name, None) if cost is not None else None
+
+
+def machine_warnings(result: RunResult) -> list[str]:
+    """What made the machine unrepresentative while the job ran (environment.state.warnings)."""
+    state = getattr(result.environment, "state", None) if result.environment is not None else None
+    return list(getattr(state, "warnings", None) or [])
+
+
+def _memory_ratio(result: RunResult) -> float | None:
+    """Measured device peak allocated / the planner's prediction of it."""
+    memory = result.memory
+    if memory is None or not memory.predicted_gib or memory.device_max_allocated_gib is None:
         return None
-    a, b = job.frames(), job.baseline.frames()
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    return psnr(a, b)
+    return memory.device_max_allocated_gib / memory.predicted_gib
+
+
+# Columns shown only when some job has a value in them.
+OPTIONAL_COLUMNS = ("memory_vs_predicted", "j_per_video", "usd_per_video", "usd_per_1000_videos")
+# Columns shown only when their values differ between jobs.
+SWEPT_COLUMNS = ("batch_size", "videos_per_hour")
+# Columns folded into another's cell in comparison.md and report.html (comparison.csv keeps them apart).
+FOLDED = {
+    "job": ("warnings",),
+    "latency_s": ("latency_ci95_low", "latency_ci95_high"),
+    "speedup": ("speedup_low", "speedup_high", "speedup_interval"),
+    "memory_saved_gib": ("memory_saved_low_gib", "memory_saved_high_gib", "memory_saved_interval"),
+    "verdict": ("expected_verdict", "gate", "verdict_note"),
+}
+FOLDED_INTO = {part: key for key, parts in FOLDED.items() for part in parts}
 
 
 def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
+    """One row per job; `assign_baselines` and `assign_verdicts` have run."""
     table = []
+    batches = len({job.result.batch_size for job in jobs}) > 1
     for job in jobs:
         base = job.baseline
-        row: dict[str, Any] = {"job": job.name}
+        row: dict[str, Any] = {"job": job.name, "warnings": "; ".join(machine_warnings(job.result))}
         row.update({k: job.overrides.get(k, "") for k in sweep_keys})
         result = job.result
+        stats = result.latency.stats
         row.update(
             status=result.status,
             latency_s=job.latency,
+            latency_ci95_low=stats.ci95_low if stats else None,
+            latency_ci95_high=stats.ci95_high if stats else None,
             frames_per_s=result.throughput.frames_per_s if result.throughput else None,
             s_per_step=result.steps.s_per_step if result.steps else None,
             device_peak_gib=result.memory.device_max_allocated_gib if result.memory else None,
             host_peak_gib=result.memory.host_peak_gib if result.memory else None,
+            memory_vs_predicted=_memory_ratio(result),
             mfu=(result.flops or {}).get("mfu_denoising"),
+            j_per_video=_energy_j(result),
+            usd_per_video=_cost(result, "usd_per_video"),
+            usd_per_1000_videos=_cost(result, "usd_per_1000_videos"),
         )
+        if batches and "batch_size" not in sweep_keys:
+            row["batch_size"] = result.batch_size
+        if batches:
+            row["videos_per_hour"] = result.throughput.videos_per_hour if result.throughput else None
         for metric in FLICKER_COLUMNS:
             row[metric] = job.metric(metric)
         row["baseline"] = base.name if base is not None else None
         ok_pair = base is not None and job.ok and base.ok
-        latencies = (base.latency, job.latency) if base is not None and ok_pair else (None, None)
-        peaks = (base.peak_memory_gib, job.peak_memory_gib) if base is not None and ok_pair else (None, None)
-        row["speedup"] = latencies[0] / latencies[1] if latencies[0] is not None and latencies[1] else None
-        row["memory_saved_gib"] = peaks[0] - peaks[1] if peaks[0] is not None and peaks[1] is not None else None
+        speed, memory = Interval(), Interval()
+        if base is not None and ok_pair:
+            speed = speedup_interval(base.result.latency.stats, stats)
+            memory = memory_interval(base.result.memory, result.memory)
+            if base is job:
+                speed.status = memory.status = BASELINE_ROW
+        row.update(
+            speedup=speed.value,
+            speedup_low=speed.low,
+            speedup_high=speed.high,
+            speedup_interval=speed.status,
+            memory_saved_gib=memory.value,
+            memory_saved_low_gib=memory.low,
+            memory_saved_high_gib=memory.high,
+            memory_saved_interval=memory.status,
+        )
         warp, base_warp = job.metric("warp_error"), base.metric("warp_error") if base else None
         row["warp_error_change"] = warp - base_warp if ok_pair and None not in (warp, base_warp) else None
-        row["psnr_vs_baseline_db"] = psnr_vs_baseline(job)
+        verdict = job.verdict
+        row["psnr_vs_baseline_db"] = verdict.psnr_db if verdict is not None else None
+        row["max_diff_levels"] = verdict.max_diff if verdict is not None else None
+        row["verdict"] = verdict.verdict if verdict is not None else None
+        row["expected_verdict"] = verdict.expected if verdict is not None else None
+        row["gate"] = _gate_cell(verdict)
+        row["verdict_note"] = verdict.reason if verdict is not None and verdict.verdict == gate.UNKNOWN else ""
         row["reason"] = result.reason or ""
         table.append(row)
+    for key in OPTIONAL_COLUMNS:
+        if all(row.get(key) is None for row in table):
+            for row in table:
+                row.pop(key, None)
     return table
+
+
+def _gate_cell(verdict: gate.Verdict | None) -> str:
+    if verdict is None or verdict.expected is None or verdict.verdict not in gate.RANK:
+        return ""
+    return "fail" if verdict.failed else "pass"
 
 
 def _fmt(value: Any) -> str:
@@ -226,16 +417,108 @@ def _fmt(value: Any) -> str:
         if value == float("inf"):
             return "inf"
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value)
+
+
+def _interval_text(value: float, low: float | None, high: float | None, status: str, unit: str) -> str:
+    """`1.02x (0.97-1.08) ~noise`, `0.5 GiB (0.5 to 0.5)`, `1.3x n<6: no interval`."""
+    if unit == "x":
+        shown = f"{value:.2f}x"
+        between = f" ({low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+    else:
+        shown = f"{value:.3g} {unit}"
+        between = f" ({low:.3g} to {high:.3g})" if low is not None and high is not None else ""
+    if status == WITHIN_NOISE:
+        return f"{shown}{between} {MARK_NOISE}"
+    if status in (SIGNIFICANT, BASELINE_ROW, ""):
+        return shown + (between if status == SIGNIFICANT else "")
+    return f"{shown} {status}"
+
+
+def cell_text(row: dict[str, Any], key: str) -> str:
+    """A cell of comparison.md and report.html: intervals, markers and the gate folded into their column."""
+    value = row.get(key)
+    if key == "job":
+        return _fmt(value) + (f" {MARK_WARNING}" if row.get("warnings") else "")
+    if key == "latency_s" and value is not None and row.get("latency_ci95_low") is not None:
+        return f"{value:.4g} ({row['latency_ci95_low']:.4g}-{row['latency_ci95_high']:.4g})"
+    if key == "speedup" and value is not None:
+        return _interval_text(value, row.get("speedup_low"), row.get("speedup_high"), row["speedup_interval"], "x")
+    if key == "memory_saved_gib" and value is not None:
+        low, high = row.get("memory_saved_low_gib"), row.get("memory_saved_high_gib")
+        return _interval_text(value, low, high, row["memory_saved_interval"], "GiB")
+    if key == "verdict" and value:
+        if row.get("gate") == "fail":
+            return f"{value} {MARK_FAIL} (meant to be {row['expected_verdict']})"
+        if value == gate.UNKNOWN and row.get("verdict_note"):
+            return f"unknown: {row['verdict_note']}"
+        return str(value)
+    return _fmt(value)
+
+
+def shown_columns(table: list[dict[str, Any]]) -> list[str]:
+    """The columns of comparison.md and report.html: those of the CSV less the ones folded into another."""
+    return [c for c in table[0] if c not in FOLDED_INTO]
 
 
 def to_markdown(table: list[dict[str, Any]]) -> str:
-    columns = list(table[0])
+    columns = shown_columns(table)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table:
-        cells = [_fmt(row[c]) if c != "reason" else _fmt(row[c])[:120] for c in columns]
+        texts = [cell_text(row, c)[: 120 if c == "reason" else None] for c in columns]
+        cells = [text.replace("|", "\\|").replace("\n", " ") for text in texts]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def table_notes(jobs: list[Job], table: list[dict[str, Any]]) -> list[str]:
+    """The lines under the table: how intervals were made, what the marks mean, warnings, random weights."""
+    notes = [f"{method[0].upper()}{method[1:]}." for method in (SPEEDUP_METHOD, MEMORY_METHOD)]
+    notes.append(
+        f"{MARK_NOISE}: the interval includes 1.0x (speed) or 0 GiB (memory): the difference is within the "
+        "measurement noise, not a measured gain or loss."
+    )
+    if any(row.get("speedup_interval") == NO_CI for row in table):
+        notes.append(
+            f"{NO_CI}: a job or its baseline has fewer than 6 measured calls, so its median has no 95 % interval "
+            "and the speed-up cannot be called significant; bench.repeats=6 or more gives intervals."
+        )
+    if any(row.get("memory_saved_interval") in (NO_CALLS, FEW_CALLS) for row in table):
+        notes.append(
+            "Memory saved without a range: the results have no per-call peaks (written before memory.calls_gib "
+            "existed) or fewer than 2 measured calls on a side."
+        )
+    if any(row.get("verdict") for row in table):
+        thresholds = sorted({j.verdict.min_psnr_db for j in jobs if j.verdict and j.verdict.min_psnr_db is not None})
+        shown = ", ".join(f"{t:g}" for t in thresholds) or f"{GATE_MIN_PSNR_DB:g}"
+        notes.append(
+            f"verdict: lossless = frames within {gate.LOSSLESS_MAX_LEVELS} uint8 level of the baseline's (float "
+            f"rounding); faithful = PSNR >= {shown} dB (gate.min_psnr_db); lossy = below; unknown = not judged; "
+            f"{MARK_FAIL} = worse than the mode is meant to be (python -m svdbench.compare --gate fails on it); "
+            "max_diff_levels = largest |difference| of the uint8 frames."
+        )
+    if any(job.result.weights == "random" for job in jobs):
+        notes.append(
+            "Random weights make frames noise: the verdict measures numerical deviation; perceptual quality needs "
+            "the real checkpoint."
+        )
+    warned = [(job.name, w) for job in jobs for w in machine_warnings(job.result)]
+    if warned:
+        notes.append(f"{MARK_WARNING} measured on a noisy or shared machine (environment.state.warnings):")
+        by_text: dict[str, list[str]] = {}
+        for name, warning in warned:
+            by_text.setdefault(warning, []).append(name)
+        notes += [f"  - job{'s' if len(n) > 1 else ''} {', '.join(n)}: {w}" for w, n in by_text.items()]
+    job_notes: dict[str, list[str]] = {}
+    listed = {warning for _, warning in warned}
+    for job in jobs:
+        for note in job.result.notes:
+            if note not in listed:  # a machine-state warning the runner also noted is listed once
+                job_notes.setdefault(note, []).append(job.name)
+    if job_notes:
+        notes.append("Notes of the jobs (results.json notes):")
+        notes += [f"  - job{'s' if len(n) > 1 else ''} {', '.join(n)}: {note}" for note, n in job_notes.items()]
+    return notes
 
 
 def write_csv(table: list[dict[str, Any]], path: Path) -> None:
@@ -260,7 +543,19 @@ def job_label(job: Job, sweep_keys: list[str]) -> str:
     return ", ".join(parts) or job.name
 
 
+# Colours of the Pareto plot's points, by verdict.
+VERDICT_COLORS = {
+    gate.BASELINE: "black",
+    gate.LOSSLESS: "tab:green",
+    gate.FAITHFUL: "tab:blue",
+    gate.LOSSY: "tab:red",
+    gate.UNKNOWN: "tab:gray",
+}
+
+
 def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path | None:
+    """Memory against latency, a point per finished job coloured by its verdict, the latency's 95 % interval as
+    an error bar, and the Pareto front."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,17 +568,35 @@ def save_pareto_plot(jobs: list[Job], sweep_keys: list[str], path: Path) -> Path
     front = pareto_front(points)
     device = any(j.result.peak_memory_kind == "device allocated" for j in done)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
-    for job, (x, y) in zip(done, points):
-        ax.annotate(job_label(job, sweep_keys), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     fx, fy = zip(*[points[i] for i in front])
-    ax.step(fx, fy, where="post", color="tab:red", linewidth=1.5, label="Pareto front", zorder=2)
-    ax.scatter(fx, fy, facecolors="none", edgecolors="tab:red", s=120, zorder=4)
-    ax.set_xlabel("latency per video (s, median of measured calls)")
+    ax.step(fx, fy, where="post", color="0.35", linestyle="--", linewidth=1.2, label="Pareto front", zorder=2)
+    ax.scatter(fx, fy, facecolors="none", edgecolors="0.35", s=140, zorder=4)
+    shown: set[str] = set()
+    for job, (x, y) in zip(done, points):
+        verdict = job.verdict.verdict if job.verdict is not None else gate.UNKNOWN
+        color = VERDICT_COLORS.get(verdict, "tab:gray")
+        stats = job.result.latency.stats
+        if stats is not None and stats.ci95_low is not None and stats.ci95_high is not None:
+            xerr = [[max(x - stats.ci95_low, 0.0)], [max(stats.ci95_high - x, 0.0)]]
+            ax.errorbar([x], [y], xerr=xerr, fmt="none", ecolor=color, elinewidth=1.2, capsize=3, zorder=3)
+        failed = job.verdict is not None and job.verdict.failed
+        key = f"{verdict}, worse than meant (gate fails)" if failed else verdict
+        ax.scatter(
+            [x],
+            [y],
+            color=color,
+            zorder=5,
+            marker="X" if failed else "o",
+            s=70 if failed else 36,
+            label=key if key not in shown else None,
+        )
+        shown.add(key)
+        ax.annotate(job_label(job, sweep_keys), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("latency per call (s, median of measured calls; bars: 95 % interval)")
     ax.set_ylabel("peak device memory, max allocated (GiB)" if device else "peak host memory, resident (GiB)")
-    ax.set_title("Memory against latency (lower-left is better)")
+    ax.set_title("Memory against latency (lower-left is better), coloured by verdict")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
@@ -296,18 +609,32 @@ class Comparison:
     table: list[dict[str, Any]]
     markdown: str
     files: dict[str, Path]
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def gate_failures(self) -> list[str]:
+        """One paragraph per job whose frames are worse than its mode is meant to be (svdbench.gate)."""
+        return [
+            gate.failure_message(j.name, j.verdict) for j in self.jobs if j.verdict is not None and j.verdict.failed
+        ]
 
 
 def compare(
-    sweep_dir: Path, out: Path | None = None, baseline: str = "opt.name=none", ignore: tuple[str, ...] = ()
+    sweep_dir: Path,
+    out: Path | None = None,
+    baseline: str = "opt.name=none",
+    ignore: tuple[str, ...] = (),
+    min_psnr_db: float | None = None,
 ) -> Comparison:
     """comparison.md, comparison.csv and pareto.png of the jobs under `sweep_dir`, written into `out` (default
     the sweep directory). The files are derived, so a new comparison of the same directory replaces the old
-    one; a comparison of another directory is refused (CompareError)."""
+    one; a comparison of another directory is refused (CompareError). `min_psnr_db` replaces the baselines'
+    gate.min_psnr_db."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     keys = swept_keys(jobs)
     assign_baselines(jobs, baseline, tuple(ignore))
+    assign_verdicts(jobs, min_psnr_db, baseline)
     table = rows(jobs, keys)
     out = Path(out) if out else sweep_dir
     title = f"# Comparison of {sweep_dir.resolve()}"
@@ -318,7 +645,7 @@ def compare(
     try:
         if out.resolve() != sweep_dir.resolve():  # the sweep's own comparison is simply made again
             _refuse_foreign_comparison(out / "comparison.md", title)
-        markdown = to_markdown(table)
+        markdown = to_markdown(table) + "\n" + "\n".join(_note_lines(table_notes(jobs, table))) + "\n"
         claims = check_claims(jobs)
         files = {"markdown": out / "comparison.md", "csv": out / "comparison.csv"}
         text = f"{title}\n\nBaseline: {baseline}\n\n{markdown}"
@@ -344,7 +671,19 @@ def compare(
             write_sweep_report(tmp, out, jobs, table, sweep_dir=sweep_dir, baseline=baseline)
     finally:
         lock.release()
-    return Comparison(table=table, markdown=markdown + ("\n" + "\n".join(claims) + "\n" if claims else ""), files=files)
+    shown = markdown + ("\n" + "\n".join(claims) + "\n" if claims else "")
+    return Comparison(table=table, markdown=shown, files=files, jobs=jobs)
+
+
+def _note_lines(notes: list[str]) -> list[str]:
+    """Notes as Markdown: a paragraph each, list items kept as lists."""
+    lines = []
+    for note in notes:
+        if note.startswith("  - "):
+            lines.append(note[2:])
+        else:
+            lines += ["", note] if lines else [note]
+    return lines
 
 
 def _refuse_foreign_comparison(path: Path, title: str) -> None:
@@ -356,6 +695,20 @@ def _refuse_foreign_comparison(path: Path, title: str) -> None:
             f"{path.parent} already holds the comparison of another directory ({first[len('# Comparison of ') :]}). "
             "svdbench never replaces it: pass another --out, or move that comparison away."
         )
+
+
+# Exit status of --gate when a job is worse than its mode is meant to be (0 and 2 are taken: see the docstring).
+GATE_FAILED = 4
+
+
+def _psnr_db(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of dB (e.g. 35.5)") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} dB is not a PSNR threshold: give a number of dB above 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,15 +723,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY",
         help="a setting that may differ from the baseline's, e.g. max_guidance_scale (repeatable)",
     )
+    parser.add_argument(
+        "--gate",
+        action="store_true",
+        help=f"exit {GATE_FAILED} if a job's frames are worse than its mode is meant to be (a mode meant to be "
+        "lossless that is not, one meant to be faithful that is lossy); docs/comparison.md",
+    )
+    parser.add_argument(
+        "--min-psnr-db",
+        type=_psnr_db,
+        metavar="DB",
+        help="PSNR threshold of the verdict 'faithful' (default: each baseline job's gate.min_psnr_db)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        comparison = compare(args.sweep_dir, args.out, args.baseline, tuple(args.ignore))
+        comparison = compare(args.sweep_dir, args.out, args.baseline, tuple(args.ignore), args.min_psnr_db)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(comparison.markdown)
     print("written: " + ", ".join(str(p) for p in comparison.files.values()), file=sys.stderr)
+    if args.gate:
+        failures = comparison.gate_failures
+        unjudged = [j.name for j in comparison.jobs if j.verdict is not None and j.verdict.verdict == gate.UNKNOWN]
+        if unjudged:
+            print(f"gate: not judged (verdict unknown, see the table): jobs {', '.join(unjudged)}", file=sys.stderr)
+        for message in failures:
+            print(f"gate failed: {message}", file=sys.stderr)
+        if failures:
+            return GATE_FAILED
+        print("gate passed: no job is worse than its mode is meant to be.", file=sys.stderr)
     return 0
 
 

@@ -480,12 +480,12 @@ class CostConfig(_Checked):
 
 @dataclass
 class GateConfig(_Checked):
-    """The faithfulness gate of `python -m svdbench.compare` (docs/optimizations.md)."""
+    """The faithfulness gate of `python -m svdbench.compare` (docs/comparison.md)."""
 
     min_psnr_db: float = setting(
         GATE_MIN_PSNR_DB,
         "Lowest PSNR of a job's exact frames against its opt=none baseline for the verdict 'faithful' (default: "
-        "the PSNR between fp16 and bf16 runs of opt=none, an accepted change of precision; docs/optimizations.md).",
+        "the PSNR between fp16 and bf16 runs of opt=none, an accepted change of precision; docs/comparison.md).",
         above=0,
         why="a PSNR in dB, more than 0",
     )

@@ -42,11 +42,20 @@ COLUMNS = {
     "device_peak_gib": (LOWER, "peak device memory, max allocated (GiB)"),
     "host_peak_gib": (LOWER, "peak host memory, resident (GiB)"),
     "mfu": (HIGHER, "model FLOPs utilisation of the denoising loop"),
-    "speedup": (HIGHER, "baseline latency / this job's latency"),
-    "memory_saved_gib": (HIGHER, "baseline peak - this job's peak (GiB)"),
+    "speedup": (HIGHER, "baseline latency / this job's latency, with its 95 % interval; ~noise: it includes 1.0x"),
+    "memory_saved_gib": (HIGHER, "baseline peak - this job's peak (GiB), with its range; ~noise: it includes 0"),
     "warp_error_change": (LOWER, "this job's warp_error - the baseline's"),
     "psnr_vs_baseline_db": (HIGHER, "PSNR of the exact frames against the baseline's (dB)"),
+    "max_diff_levels": (LOWER, "largest |difference| of the uint8 frames against the baseline's"),
+    "verdict": ("", "lossless, faithful, lossy or unknown against the baseline (docs/comparison.md)"),
+    "memory_vs_predicted": ("", "measured device peak allocated / the planner's prediction"),
+    "j_per_video": (LOWER, "energy per video (J), measured sources"),
+    "usd_per_video": (LOWER, "cost per video (USD)"),
+    "usd_per_1000_videos": (LOWER, "cost per 1000 videos (USD)"),
+    "videos_per_hour": (HIGHER, "videos per hour at the median call"),
 }
+# Outline of a Pareto point by the job's verdict (the fill stays the job's colour).
+VERDICT_STROKES = {"lossless": "#2ca02c", "faithful": "#1f77b4", "lossy": "#d62728", "unknown": "#7f7f7f"}
 # The column of the comparison table shown as a row of its own, across the table under its job's row.
 OWN_ROW = "reason"
 ARROWS = {HIGHER: "\u2191", LOWER: "\u2193"}
@@ -146,8 +155,18 @@ def pareto_chart(points: list[dict[str, Any]], memory_label: str) -> Chart | Non
     if not points:
         return None
     xs, ys = [p["x"] for p in points], [p["y"] for p in points]
-    chart, px, py = _chart(xs, ys, "latency per video (s, median)", memory_label, zero=False, size=(600, 360))
+    # The axis covers the latency intervals (error bars) too.
+    span = xs + [x for p in points if p.get("interval") for x in p["interval"]]
+    chart, px, py = _chart(
+        span, ys, "latency per call (s, median; bars: 95 % interval)", memory_label, zero=False, size=(600, 360)
+    )
     chart.dots = [{**p, "x": px(p["x"]), "y": py(p["y"])} for p in points]
+    chart.lines = [
+        {"points": f"{px(lo)},{py(p['y'])} {px(hi)},{py(p['y'])}", "color": p["color"], "title": p["title"]}
+        for p in points
+        if p.get("interval")
+        for lo, hi in [p["interval"]]
+    ]
     front = [(xs[i], ys[i]) for i in pareto_front(list(zip(xs, ys)))]
     corners = [front[0]] + [c for a, b in zip(front, front[1:]) for c in ((b[0], a[1]), b)]
     chart.front = " ".join(f"{px(x)},{py(y)}" for x, y in corners)
@@ -238,7 +257,8 @@ def column(key: str) -> dict[str, str]:
     direction, meaning = COLUMNS.get(key) or (
         (METRICS[key].direction, METRICS[key].definition) if key in METRICS else ("", "")
     )
-    return {"key": key, "arrow": ARROWS.get(direction, ""), "hint": f"{direction}: {meaning}" if meaning else ""}
+    hint = f"{direction}: {meaning}" if direction and meaning else meaning
+    return {"key": key, "arrow": ARROWS.get(direction, ""), "hint": hint}
 
 
 def sort_key(value: Any) -> str:
@@ -337,7 +357,7 @@ def write_sweep_report(
 ) -> None:
     """The report.html of the jobs of `sweep_dir` (default `out`), written to `path` (a temporary name inside
     `out`, the comparison's directory). `table` holds the rows of comparison.md, one per job, in order."""
-    from svdbench.compare import job_label, swept_keys
+    from svdbench.compare import cell_text, job_label, shown_columns, swept_keys, table_notes
 
     out = Path(out)
     sweep_dir = Path(sweep_dir or out)
@@ -353,27 +373,38 @@ def write_sweep_report(
             {**view, "name": job.name, "label": label, "color": color, "anchor": anchor, "steps": median_steps}
         )
     rows = []
+    shown = [key for key in shown_columns(table) if key != OWN_ROW]
     for view, row in zip(views, table):
         cells = [
-            {"text": num(v), "sort": sort_key(v), "title": view["spread"] if k == "latency_s" else ""}
-            for k, v in row.items()
-            if k != OWN_ROW
+            {
+                "text": cell_text(row, k),
+                "sort": sort_key(row[k]),
+                "title": view["spread"] if k == "latency_s" else row.get("warnings", "") if k == "job" else "",
+            }
+            for k in shown
         ]
         rows.append({"job": view, "cells": cells})
     done = [(v, j) for v, j in zip(views, jobs) if j.ok and _finite(j.latency) and _finite(j.peak_memory_gib)]
     device = any(j.result.peak_memory_kind == "device allocated" for _, j in done)
     memory_label = "peak device memory, allocated (GiB)" if device else "peak host memory, resident (GiB)"
-    points = [
-        {
-            "x": j.latency,
-            "y": j.peak_memory_gib,
-            "color": v["color"],
-            "href": "#" + v["anchor"],
-            "text": v["name"],
-            "title": f"job {v['name']} ({v['label']}): {j.latency:.4g} s, {j.peak_memory_gib:.4g} GiB",
-        }
-        for v, j in done
-    ]
+    points = []
+    for v, j in done:
+        stats, verdict = j.result.latency.stats, j.verdict.verdict if j.verdict is not None else ""
+        interval = (stats.ci95_low, stats.ci95_high) if stats is not None and stats.ci95_low is not None else None
+        between = f" (95 %: {interval[0]:.4g}-{interval[1]:.4g} s)" if interval else ""
+        points.append(
+            {
+                "x": j.latency,
+                "y": j.peak_memory_gib,
+                "color": v["color"],
+                "stroke": VERDICT_STROKES.get(verdict, ""),
+                "interval": interval,
+                "href": "#" + v["anchor"],
+                "text": v["name"],
+                "title": f"job {v['name']} ({v['label']}): {j.latency:.4g} s{between}, {j.peak_memory_gib:.4g} GiB"
+                + (f", {verdict}" if verdict else ""),
+            }
+        )
     environments: dict[str, dict[str, Any]] = {}
     for job in jobs:
         rows_ = pairs(job.result.environment)
@@ -384,7 +415,8 @@ def write_sweep_report(
         sweep_dir=str(sweep_dir.resolve()),
         baseline=baseline,
         statuses=sorted(Counter(job.result.status for job in jobs).items(), key=lambda kv: (kv[0] != "ok", kv[0])),
-        columns=[column(key) for key in table[0] if key != OWN_ROW],
+        columns=[column(key) for key in shown],
+        notes=table_notes(jobs, table),
         rows=rows,
         jobs=views,
         pareto=pareto_chart(points, memory_label),
