@@ -79,8 +79,13 @@ class Job:
         return (self.result.metrics or {}).get(name)
 
     def frames(self) -> np.ndarray | None:
+        """Video 0 of the job (frames x H x W x 3): what its baseline's video is compared with. A batch's
+        frames.npz holds every video (batch x frames x H x W x 3); video 0 has the job's own seed."""
         path = self.directory / "frames.npz"
-        return np.load(path)["frames"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        frames = np.load(path)["frames"]
+        return frames[0] if frames.ndim == 5 else frames
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
@@ -657,6 +662,14 @@ def compare(
         plot = save_pareto_plot(jobs, keys, out / "pareto.png")
         if plot:
             files["pareto"] = plot
+        from svdbench.batch_plot import PICTURE as BATCH_PICTURE
+        from svdbench.batch_plot import batch_sizes, save_batch_plot
+
+        results = [j.result for j in jobs]
+        if len(batch_sizes(results)) > 1:  # experiment=batch: throughput and memory against batch size
+            with atomic_path(out / BATCH_PICTURE) as tmp:
+                if save_batch_plot(results, tmp):
+                    files["batch"] = out / BATCH_PICTURE
         profiled = [(job_label(j, keys), j.result.profile) for j in jobs if j.result.profile is not None]
         if profiled:  # the jobs run with profile.enabled=true: where the time went, side by side
             from svdbench.profile import save_profile_comparison

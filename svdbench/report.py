@@ -421,6 +421,7 @@ def write_sweep_report(
         jobs=views,
         pareto=pareto_chart(points, memory_label),
         pareto_png="pareto.png" if (out / "pareto.png").is_file() else "",
+        batch_png="batch.png" if (out / "batch.png").is_file() else "",
         steps=step_chart([(f"job {v['name']} ({v['label']})", v["color"], v["steps"]) for v in views]),
         environments=list(environments.values()),
         command=sweep_command(sweep_dir, jobs),
