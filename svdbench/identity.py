@@ -26,6 +26,7 @@ import torch
 
 import svdbench
 from svdbench.config import RunConfig
+from svdbench.machine import MachineState
 from svdbench.memory import GIB
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class Environment:
     cudnn: str | None
     gpu_driver: str | None
     gpus: list[Gpu] = field(default_factory=list)
+    # The machine's state during the run (clocks, temperatures, throttling, other processes, load): filled by
+    # the run (svdbench.machine), None where no run measured it. `state.warnings` flag a noisy or shared machine.
+    state: MachineState | None = None
 
 
 @dataclass

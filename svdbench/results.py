@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from svdbench.energy import Cost, Energy
 from svdbench.files import write_json_atomic
 from svdbench.identity import Environment, Provenance
 from svdbench.memory import MemoryPeak
@@ -186,6 +187,8 @@ class RunResult:
     metrics: dict[str, Any] | None = None
     profile: Profile | None = None
     compile_check: CompileCheck | None = None
+    energy: Energy | None = None  # per video (svdbench.energy, docs/energy.md)
+    cost: Cost | None = None  # per video at cost.usd_per_hour / cost.usd_per_kwh; None without prices
     files: dict[str, str] = field(default_factory=dict)
     # Files of the run that could not be written (name -> why); the measurement above is complete without them.
     file_errors: dict[str, str] = field(default_factory=dict)

@@ -278,6 +278,7 @@ def write_record(
     run_dir = Path(run_dir)
     result: RunResult = measurement.result
     result.environment = environment()
+    result.environment.state = getattr(measurement, "machine", None)
     result.provenance = provenance(overrides)
     if not _save(result, run_dir, quiet=True):
         (run_dir / RESERVE_FILE).unlink(missing_ok=True)  # the measurement first: use the reserved room for it

@@ -1,0 +1,288 @@
+"""The machine's state around a measurement: GPU clocks, power limit, temperature, throttling, other
+processes on the GPU, the CPU governor and load. A number is only comparable with another taken on a
+machine in the same state, so the state is recorded with the result and anything that makes it
+unrepresentative (a busy host, another process on the GPU, thermal slowdown) becomes a warning.
+
+    watch = MachineWatch(device)      # start snapshot; take it before the run loads the machine
+    ...  watch.during_call()          # after each measured call, outside its timed region
+    state = watch.finish()            # end snapshot and warnings -> MachineState
+
+Nothing here raises for a missing source: a field that cannot be read is None, and `GpuState.error` says
+why the GPU could not be queried at all. `nvml_device` (the NVML handle of a torch CUDA device, matched by
+UUID so that CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER cannot point it at another GPU) is shared with
+svdbench/energy.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GIB = 2**30
+# A 1-minute load average above this fraction of the logical cores, before the run starts, makes a warning.
+BUSY_LOAD_FRACTION = 0.5
+# Clock-event (throttle) reason bits of NVML (nvml.h, nvmlClocksEventReason*), by the names recorded.
+CLOCK_REASONS: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+# Not a limit imposed on the work: the GPU waiting between kernels, or clocks someone set on purpose.
+BENIGN_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
+# Recorded without a warning: a saturated GPU runs at its power limit, which is its normal state under load.
+WARN_REASONS = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+
+
+class GpuUnavailable(Exception):
+    """NVML cannot query the device; the message says why, in words fit for a results file."""
+
+
+@dataclass
+class GpuProcess:
+    """A process NVML lists on the GPU (compute or graphics)."""
+
+    pid: int
+    name: str | None = None  # None where the pid is not in this process's PID namespace (a container)
+    used_memory_gib: float | None = None
+
+
+@dataclass
+class GpuState:
+    """The GPU of the run as NVML sees it; None where a query is not supported or failed."""
+
+    index: int | None = None  # NVML's (physical) index, not the CUDA index under CUDA_VISIBLE_DEVICES
+    uuid: str | None = None
+    name: str | None = None
+    sm_clock_mhz: int | None = None  # at the start, usually the idle clock
+    sm_clock_max_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
+    sm_clock_mhz_at_calls: list[int] = field(default_factory=list)  # read right after each measured call
+    power_limit_w: float | None = None  # enforced limit
+    persistence_mode: bool | None = None
+    temperature_c_start: int | None = None
+    temperature_c_end: int | None = None
+    throttle_reasons: list[str] = field(default_factory=list)  # non-benign, seen after any measured call
+    other_processes: list[GpuProcess] = field(default_factory=list)
+    error: str | None = None  # why nothing could be read
+
+
+@dataclass
+class CpuState:
+    governor: str | None = None  # scaling_governor of all CPUs ("a, b" if they differ); None where not exposed
+    load_avg_1m_start: float | None = None
+    logical_cores: int | None = None
+
+
+@dataclass
+class MachineState:
+    gpu: GpuState | None = None  # None for a CPU run
+    cpu: CpuState = field(default_factory=CpuState)
+    warnings: list[str] = field(default_factory=list)
+
+
+def decode_clock_reasons(mask: int) -> list[str]:
+    """The names of the bits set in an NVML clocks-event (throttle) reason mask, unknown bits as hex."""
+    names = [name for bit, name in CLOCK_REASONS.items() if mask & bit]
+    unknown = mask & ~sum(CLOCK_REASONS)
+    return names + ([f"unknown_{unknown:#x}"] if unknown else [])
+
+
+def busy_warning(load_avg_1m: float | None, logical_cores: int | None) -> str | None:
+    """A warning when the host was busy before the run: a 1-minute load average above
+    BUSY_LOAD_FRACTION x logical cores (docs/energy.md says why that fraction)."""
+    if load_avg_1m is None or not logical_cores:
+        return None
+    if load_avg_1m <= BUSY_LOAD_FRACTION * logical_cores:
+        return None
+    return (
+        f"busy machine: the 1-minute load average was {load_avg_1m:.2f} before the run, above "
+        f"{BUSY_LOAD_FRACTION} x {logical_cores} logical cores; other work competed for the CPU, so latency "
+        "and energy may be worse than on an idle machine."
+    )
+
+
+def _cuda_uuid(device: torch.device) -> str | None:
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return "GPU-" + str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:  # CPU build, no driver, an old torch without .uuid: fall back to the index
+        return None
+
+
+def nvml_device(device: torch.device) -> Any:
+    """The NVML handle of the GPU behind a torch CUDA device; raises GpuUnavailable saying why not."""
+    if device.type != "cuda":
+        raise GpuUnavailable(f"the run's device is {device.type}: no NVIDIA GPU in use")
+    try:
+        import pynvml
+    except ImportError as err:
+        raise GpuUnavailable(f"nvidia-ml-py (pynvml) is not installed: {err}") from err
+    try:
+        pynvml.nvmlInit()
+    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        raise GpuUnavailable(f"no NVIDIA GPU visible to NVML: {err}") from err
+    try:
+        uuid = _cuda_uuid(device)
+        if uuid is not None:
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        # CUDA index -> the NVML index or UUID that CUDA_VISIBLE_DEVICES names at that position.
+        cuda_index = device.index or 0
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        entry = visible[cuda_index] if cuda_index < len(visible) else str(cuda_index)
+        if entry.isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
+    except Exception as err:
+        raise GpuUnavailable(f"NVML has no handle for {device}: {err}") from err
+
+
+def _query(fn: Any, *args: Any) -> Any:
+    """One NVML query; None where it is not supported or fails (the state is a record, never a failure)."""
+    try:
+        value = fn(*args)
+    except Exception:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _clock_reasons_mask(pynvml: Any, handle: Any) -> int | None:
+    getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+    )
+    return _query(getter, handle) if getter else None
+
+
+def _gpu_processes(pynvml: Any, handle: Any) -> list[GpuProcess]:
+    import psutil
+
+    seen: dict[int, GpuProcess] = {}
+    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        for proc in _query(getattr(pynvml, getter, None), handle) or []:
+            used = getattr(proc, "usedGpuMemory", None)
+            try:
+                name: str | None = psutil.Process(proc.pid).name()
+            except Exception:
+                name = None
+            seen.setdefault(proc.pid, GpuProcess(proc.pid, name, used / GIB if used is not None else None))
+    return list(seen.values())
+
+
+def _governor() -> str | None:
+    values = set()
+    for path in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_governor"):
+        try:
+            values.add(path.read_text().strip())
+        except OSError:
+            continue
+    return ", ".join(sorted(values)) if values else None
+
+
+def cpu_state() -> CpuState:
+    try:
+        load: float | None = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        load = None
+    return CpuState(governor=_governor(), load_avg_1m_start=load, logical_cores=os.cpu_count())
+
+
+class MachineWatch:
+    """Snapshots of the machine at the start (constructor), after each measured call and at the end."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = cpu_state()  # first: the load average before this run adds to it
+        self.gpu: GpuState | None = None
+        self._pynvml: Any = None
+        self._handle: Any = None
+        self._reasons: set[str] = set()
+        self._processes: dict[int, GpuProcess] = {}
+        if device.type != "cuda":
+            return
+        try:
+            self._handle = nvml_device(device)
+        except GpuUnavailable as err:
+            self.gpu = GpuState(error=str(err))
+            return
+        import pynvml
+
+        p, h = pynvml, self._handle
+        self._pynvml = p
+        limit_mw = _query(p.nvmlDeviceGetEnforcedPowerLimit, h)
+        persistence = _query(p.nvmlDeviceGetPersistenceMode, h)
+        self.gpu = GpuState(
+            index=_query(p.nvmlDeviceGetIndex, h),
+            uuid=_query(p.nvmlDeviceGetUUID, h),
+            name=_query(p.nvmlDeviceGetName, h),
+            sm_clock_mhz=_query(p.nvmlDeviceGetClockInfo, h, p.NVML_CLOCK_SM),
+            sm_clock_max_mhz=_query(p.nvmlDeviceGetMaxClockInfo, h, p.NVML_CLOCK_SM),
+            mem_clock_mhz=_query(p.nvmlDeviceGetClockInfo, h, p.NVML_CLOCK_MEM),
+            mem_clock_max_mhz=_query(p.nvmlDeviceGetMaxClockInfo, h, p.NVML_CLOCK_MEM),
+            power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
+            persistence_mode=bool(persistence == p.NVML_FEATURE_ENABLED) if persistence is not None else None,
+            temperature_c_start=_query(p.nvmlDeviceGetTemperature, h, p.NVML_TEMPERATURE_GPU),
+        )
+        self._processes = {proc.pid: proc for proc in _gpu_processes(p, h)}
+
+    def during_call(self) -> None:
+        """Throttle reasons and SM clock right after a measured call (two NVML reads, tens of microseconds);
+        call it outside the call's timed region."""
+        if self._handle is None or self.gpu is None:
+            return
+        mask = _clock_reasons_mask(self._pynvml, self._handle)
+        if mask is not None:
+            self._reasons.update(r for r in decode_clock_reasons(mask) if r not in BENIGN_REASONS)
+        clock = _query(self._pynvml.nvmlDeviceGetClockInfo, self._handle, self._pynvml.NVML_CLOCK_SM)
+        if clock is not None:
+            self.gpu.sm_clock_mhz_at_calls.append(clock)
+
+    def finish(self) -> MachineState:
+        """The end snapshot and the warnings; the state to record with the result."""
+        warnings = [w for w in [busy_warning(self.cpu.load_avg_1m_start, self.cpu.logical_cores)] if w]
+        gpu = self.gpu
+        if gpu is not None and self._handle is not None:
+            p, h = self._pynvml, self._handle
+            gpu.temperature_c_end = _query(p.nvmlDeviceGetTemperature, h, p.NVML_TEMPERATURE_GPU)
+            for proc in _gpu_processes(p, h):  # those present at the start or at the end
+                self._processes.setdefault(proc.pid, proc)
+            gpu.throttle_reasons = sorted(self._reasons)
+            warnings += self._gpu_warnings(gpu, list(self._processes.values()))
+        return MachineState(gpu=gpu, cpu=self.cpu, warnings=warnings)
+
+    def _gpu_warnings(self, gpu: GpuState, processes: list[GpuProcess]) -> list[str]:
+        warnings = []
+        slowdowns = [r for r in gpu.throttle_reasons if r in WARN_REASONS]
+        if slowdowns:
+            warnings.append(
+                f"GPU clocks were held down during the measured calls ({', '.join(slowdowns)}): thermal or "
+                "hardware slowdown, so the latency and energy are not those of a healthy, cool GPU."
+            )
+        pid = os.getpid()
+        if any(proc.pid == pid for proc in processes) or not torch.cuda.is_initialized():
+            gpu.other_processes = [proc for proc in processes if proc.pid != pid]
+            if gpu.other_processes:
+                listed = ", ".join(f"{proc.pid} ({proc.name or 'unknown'})" for proc in gpu.other_processes)
+                warnings.append(
+                    f"not isolated: other processes used the GPU during the run: {listed}; they share its "
+                    "compute, memory bandwidth and power, so latency and energy are not this workload's alone."
+                )
+        else:
+            # This process holds a CUDA context but NVML does not list its pid: NVML reports pids of another
+            # PID namespace (a container), so ours cannot be told apart; more than one process means another.
+            gpu.other_processes = processes
+            if len(processes) > 1:
+                warnings.append(
+                    f"possibly not isolated: NVML lists {len(processes)} processes on the GPU with pids outside "
+                    "this container's PID namespace; one is this run, the others share the GPU."
+                )
+        return warnings
