@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import ImageOps
 
 from svdbench.config import RunConfig
+from svdbench.energy import EnergyMeter, cost
 from svdbench.flops import call_flops, device_peak_tflops, utilization
 from svdbench.identity import config_hash, frames_hash
 from svdbench.image import InputImageError, conditioning_image
-from svdbench.memory import GIB, MemoryTracker, release_freed_memory
+from svdbench.machine import MachineState, MachineWatch
+from svdbench.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
 from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.optimizations import (
@@ -30,6 +32,7 @@ from svdbench.optimizations import (
     check_supported,
     inspect_pipeline,
 )
+from svdbench.plan import try_predict
 from svdbench.profile import profile_call
 from svdbench.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.timing import CallProbe, CallTiming, Clock, Stats
@@ -70,6 +73,8 @@ class Measurement:
     videos: np.ndarray | None = None
     traceback: str | None = None
     trace: bytes | None = None
+    machine: MachineState | None = None  # the machine during the run (environment.state of the record)
+    watch: MachineWatch | None = field(default=None, repr=False)
 
     @property
     def video(self) -> np.ndarray | None:
@@ -123,6 +128,9 @@ def run(cfg: RunConfig) -> Measurement:
             log.debug("Run failed:\n%s", traceback.format_exc())
             measurement.traceback = traceback.format_exc()
             result.fail("error", f"{type(exc).__name__}: {exc} (traceback in error.txt)")
+    if measurement.watch is not None:  # whatever happened: the machine's state at the end, and its warnings
+        measurement.machine = measurement.watch.finish()
+        result.notes += [f"Machine: {warning}" for warning in measurement.machine.warnings]
     result.finished_at = now_iso()
     return measurement
 
@@ -173,6 +181,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     device = select_device(cfg.device)
     dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
     result.device, result.dtype = str(device), dtype_name(dtype)
+    measurement.watch = watch = MachineWatch(device)  # first: the load average before this run adds to it
     check_supported(cfg.opt, device, dtype)
     if device.type == "cpu" and dtype == torch.float16:
         result.notes.append(
@@ -247,12 +256,17 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     warmup_s = result.latency.warmup_s
 
     measured: list[CallTiming] = []
+    windows: list[dict[str, tuple[float, float]]] = []  # each measured call's phases, for their energy
+    meter = EnergyMeter(device, cfg.energy.source)
     peak = None
     release_freed_memory()
     while len(measured) < MAX_CALLS and (
         len(measured) < cfg.bench.repeats or sum(t.total_s for t in measured) < cfg.bench.min_seconds
     ):
-        frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
+        with meter.call():  # its readings come before and after the timed region
+            frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
+        watch.during_call()
+        windows.append(probe.phase_windows())
         measured.append(timing)
         assert memory.last is not None  # set by every tracked call
         memory.last.calls_gib = [memory.last.limiting_gib]
@@ -265,8 +279,16 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     result.memory = peak
     result.applied = inspect_pipeline(pipe)  # again: some effects (DeepCache's skipped blocks) show only in use
     result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
+    phases = {name: [w[name] for w in windows if name in w] for name in ("denoising", "decode")}
+    result.energy = meter.summary(cfg.batch_size, cfg.num_frames, phases if device.type == "cuda" else None)
+    if cfg.cost.usd_per_hour is not None or cfg.cost.usd_per_kwh is not None:
+        result.cost = cost(
+            result.throughput.s_per_video, result.energy.total_j, cfg.cost.usd_per_hour, cfg.cost.usd_per_kwh
+        )
     result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
     result.notes += notes
+    if result.memory is not None:  # after the measured calls, like the FLOPs: it costs them nothing
+        record_prediction(result.memory, cfg, device, result.dtype)
     if cfg.bench.second_input and (cfg.opt.compile.unet or cfg.opt.compile.vae):
         latents = probe.last_latents  # as below: the metrics decode the measured call's latents
         result.compile_check = compile_check(tracked, call, image, cfg, device)
@@ -285,6 +307,21 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         if cfg.batch_size > 1:
             result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
     return videos
+
+
+def record_prediction(memory: MemoryPeak, cfg: RunConfig, device: torch.device, dtype: str) -> None:
+    """The planner's prediction of this run's peak (svdbench.plan), beside the measured one, so that every run
+    checks the model again; or why there is none."""
+    prediction = try_predict(cfg, device=device.type, dtype=dtype)
+    if isinstance(prediction, str):
+        memory.predicted_method = f"not predicted: {prediction}"
+        return
+    memory.predicted_gib = prediction.peak_gib
+    memory.predicted_method = f"{prediction.method}; peak in the {prediction.peak_phase} phase" + (
+        "; on a CPU it is the peak of live tensor bytes (weights included), not the resident memory measured here"
+        if device.type == "cpu"
+        else "; compare with device_max_allocated_gib"
+    )
 
 
 def describe_source(cfg: RunConfig) -> str:

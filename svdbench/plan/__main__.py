@@ -1,0 +1,335 @@
+"""`python -m svdbench.plan [overrides]`: will this configuration fit, and which opt preset fits my GPU?
+
+Takes the same overrides as a run (checked by the same code, with the same messages and exit status 2),
+builds nothing real and prints the predicted peak device memory of one pipeline call, its phase and
+breakdown, the FLOPs and a time estimate, and a fit table of every opt preset against common GPU sizes.
+Exit status: 0 printed, 2 bad command line, 3 the configuration cannot be predicted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+USAGE = """usage: python -m svdbench.plan [key=value ...] [group=option ...] [--json] [--gpu NAME] [--gpu-memory-gib N]
+
+Predict the peak device memory (allocated, GiB = 2**30 bytes) of one pipeline call of the configuration the
+same overrides would run, without a GPU or weights, and which opt presets fit which GPU (docs/plan.md).
+
+  --json              print JSON (top level: peak_gib, peak_phase, fit, ...) instead of Markdown
+  --gpu NAME          estimate the time of a call on this GPU (h100, h200, a100, l40s, l4, a10, "rtx 4090", ...)
+  --gpu-memory-gib N  list the presets that fit in N GiB of device memory, fastest first
+  --no-fit            only the configuration itself, no table of presets
+  -h, --help          this help
+
+Exit status: 0 done, 2 a bad command line (the message a run would give), 3 the configuration cannot be
+predicted (the reason is printed)."""
+
+EXIT_BAD_INPUT = 2
+EXIT_CANNOT_PREDICT = 3
+
+
+class BadInput(Exception):
+    """A bad command line: the message is one paragraph, printed as `error: ...` with exit status 2."""
+
+
+@dataclass
+class Options:
+    overrides: list[str] = field(default_factory=list)
+    json: bool = False
+    gpu: str | None = None
+    gpu_memory_gib: float | None = None
+    fit: bool = True
+    help: bool = False
+
+
+def parse(argv: list[str]) -> Options:
+    """Split the planner's own flags from the run's overrides (which go to Hydra's checks unchanged)."""
+    options = Options()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            options.help = True
+        elif arg == "--json":
+            options.json = True
+        elif arg == "--no-fit":
+            options.fit = False
+        elif name in ("--gpu", "--gpu-memory-gib"):
+            if not has_value:
+                if not args or args[0].startswith("-"):
+                    raise BadInput(f"{name} needs a value, e.g. {name}={'h100' if name == '--gpu' else '24'}.")
+                value = args.pop(0)
+            if name == "--gpu":
+                options.gpu = _gpu(value)
+            else:
+                options.gpu_memory_gib = _memory(value)
+        elif arg in ("-m", "--multirun") or arg.startswith("-"):
+            raise BadInput(
+                f"{arg}: the planner takes the overrides of one run (key=value, group=option) and its own flags "
+                "--json, --gpu NAME, --gpu-memory-gib N, --no-fit; it predicts one configuration (and prints a "
+                "table of every opt preset), so there is no sweep (-m) and no other flag. python -m svdbench.plan "
+                "--help shows the usage."
+            )
+        else:
+            options.overrides.append(arg)
+    return options
+
+
+def _gpu(name: str) -> str:
+    from svdbench.flops import GPU_PEAK_TFLOPS
+
+    known = [key for key, _ in GPU_PEAK_TFLOPS]
+    if gpu_key(name) is None:
+        raise BadInput(
+            f"--gpu={name}: no peak FLOP rate is known for this GPU, so no time can be estimated. Known GPUs: "
+            f"{', '.join(known)} (svdbench/flops.py GPU_PEAK_TFLOPS); a name containing one of them works too."
+        )
+    return name
+
+
+def _memory(value: str) -> float:
+    try:
+        memory = float(value)
+    except ValueError:
+        memory = float("nan")
+    if not memory > 0 or memory == float("inf"):
+        raise BadInput(
+            f"--gpu-memory-gib={value} is not valid: give the GPU's memory in GiB as a positive number, e.g. "
+            "--gpu-memory-gib=24 (a card sold as 24 GB)."
+        )
+    return memory
+
+
+def compose(overrides: list[str]):
+    """The typed config the same overrides give a run (Hydra's compose API on the package's conf/)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    from svdbench.arguments import CONF_DIR, CONFIG_NAME, SCHEMA_MATCH
+    from svdbench.config import register_configs, to_run_config
+
+    register_configs()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="plan"):
+            cfg = hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return to_run_config(cfg)
+
+
+def opt_presets() -> list[str]:
+    from svdbench.arguments import groups
+
+    return groups()["opt"]
+
+
+def gpu_key(name: str) -> str | None:
+    """The GPU_PEAK_TFLOPS entry `name` stands for: an exact name, else the longest one it contains, else the
+    first one containing it ("h100" is the SXM H100, "h100 pcie" the PCIe one)."""
+    from svdbench.flops import GPU_PEAK_TFLOPS
+
+    wanted = name.strip().lower()
+    if not wanted:
+        return None
+    keys = [key for key, _ in GPU_PEAK_TFLOPS]
+    exact = [key for key in keys if key.lower() == wanted]
+    contained = sorted((key for key in keys if key.lower() in wanted), key=len, reverse=True)
+    containing = [key for key in keys if wanted in key.lower()]
+    found = exact or contained or containing
+    return found[0] if found else None
+
+
+def _gpu_peak(gpu: str, dtype: str) -> tuple[str, float | None]:
+    from svdbench.flops import gpu_peak_tflops
+
+    key = gpu_key(gpu)
+    return (key, gpu_peak_tflops(key, dtype)) if key else (gpu, None)
+
+
+def call_tflop(cfg, dtype: str) -> dict[str, float]:
+    """FLOPs of one call (svdbench.flops, counted on meta tensors and cached), TFLOP."""
+    import dataclasses
+
+    from svdbench.flops import call_flops
+    from svdbench.models import TORCH_DTYPES
+    from svdbench.plan.simulate import pristine_pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = pristine_pipeline(cfg.model.architecture, TORCH_DTYPES[dtype])
+    batch = int(getattr(cfg, "batch_size", 1) or 1)
+    flops = call_flops(
+        pipe,
+        height=cfg.height,
+        width=cfg.width,
+        num_frames=cfg.num_frames,
+        steps=cfg.num_inference_steps,
+        guidance=cfg.max_guidance_scale > 1.0,
+        decode_chunk_size=cfg.opt.decode_chunk_size,
+    )
+    result = dataclasses.asdict(flops)
+    if batch > 1:  # several videos per call: the UNet and the decode scale with the batch
+        for key in ("unet_per_step_tflop", "denoising_tflop", "vae_decode_tflop"):
+            result[key] *= batch
+        result["total_tflop"] = result["denoising_tflop"] + result["vae_decode_tflop"] + result["conditioning_tflop"]
+    return result
+
+
+def plan(options: Options) -> dict[str, Any]:
+    """Everything the planner prints, as a JSON-ready dict."""
+    from svdbench.plan import CannotPredict, predict
+    from svdbench.plan.fit import (
+        CARD_SIZES_GB,
+        CONTEXT_GIB,
+        FitRow,
+        fit_row,
+        fitting,
+        reserved_ratios,
+        usable_gib,
+    )
+    from svdbench.plan.planner import resolve_target
+
+    started = time.perf_counter()
+    cfg = compose(options.overrides)
+    target = resolve_target(cfg)
+    prediction = predict(cfg)  # CannotPredict goes to the caller: exit 3
+    report: dict[str, Any] = {
+        "peak_gib": prediction.peak_gib,
+        "peak_phase": prediction.peak_phase,
+        "config": {
+            "model": cfg.model.name,
+            "architecture": cfg.model.architecture,
+            "opt": cfg.opt.name,
+            "height": cfg.height,
+            "width": cfg.width,
+            "num_frames": cfg.num_frames,
+            "num_inference_steps": cfg.num_inference_steps,
+            "guidance": cfg.max_guidance_scale > 1.0,
+            "decode_chunk_size": cfg.opt.decode_chunk_size,
+            "batch_size": int(getattr(cfg, "batch_size", 1) or 1),
+            "device": target.device,
+            "dtype": target.dtype,
+            "overrides": options.overrides,
+        },
+        "prediction": prediction.to_dict(),
+        "units": "GiB = 2**30 bytes; cards as sold in GB, usable GiB = the card's reported total (or GB x 15/16 "
+        "where none is reported) minus the CUDA context",
+        "reserved_over_allocated_h100": reserved_ratios(),
+    }
+    flops = call_tflop(cfg, target.dtype)
+    report["flops_tflop"] = flops
+    if options.gpu:
+        from svdbench.plan.fit import efficiency
+
+        name, peak = _gpu_peak(options.gpu, target.dtype)
+        eff = efficiency(cfg.opt.name)
+        seconds = flops["total_tflop"] / (peak * eff) if peak and eff else None
+        report["time_estimate"] = {
+            "gpu": name,
+            "peak_tflops": peak,
+            "efficiency": eff,
+            "seconds": seconds,
+            "note": (
+                "estimate: FLOPs / (peak x the efficiency this opt preset reached on the H100 with SVD-XT, 576x1024, "
+                "fp16, docs/benchmarks.md)"
+                if seconds
+                else f"no estimate: no {target.dtype} peak for {name}"
+                if not peak
+                else f"no estimate: opt={cfg.opt.name} was not measured on the H100 (docs/benchmarks.md)"
+            ),
+        }
+    rows: list[FitRow] = []
+    if options.fit or options.gpu_memory_gib:
+        user = [o for o in options.overrides if o.split("=", 1)[0].lstrip("+~") != "opt"]
+        overrides = user if target.device == "cuda" else [*user, "device=cuda"]
+        gpu_name, gpu_peak = _gpu_peak(options.gpu or "H100", target.dtype)
+        for preset in opt_presets():
+            try:
+                preset_cfg = compose([*overrides, f"opt={preset}"])
+                result = predict(preset_cfg)
+            except CannotPredict as exc:
+                rows.append(FitRow(opt=preset, reason=str(exc)))
+                continue
+            except Exception as exc:  # a preset the user's overrides make invalid
+                rows.append(FitRow(opt=preset, reason=f"{type(exc).__name__}: {exc}"))
+                continue
+            row = fit_row(preset, result.peak_gib, result.peak_phase)
+            if row.efficiency and gpu_peak:  # the configuration's FLOPs (a decode chunk size changes them little)
+                row.time_s = flops["total_tflop"] / (gpu_peak * row.efficiency)
+            rows.append(row)
+        report["fit"] = [row.to_dict() for row in rows]
+        report["cards"] = {
+            "sizes_gb": list(CARD_SIZES_GB),
+            "usable_gib": {str(card): usable_gib(card) for card in CARD_SIZES_GB},
+            "context_gib": CONTEXT_GIB,
+            "time_gpu": gpu_name if gpu_peak else None,
+        }
+        if target.device == "cpu":
+            report["fit_note"] = "the fit table plans for a CUDA GPU (device=cuda), the rest for the CPU"
+    else:
+        report["fit"] = []
+    if options.gpu_memory_gib:
+        report["fits_in"] = {
+            "memory_gib": options.gpu_memory_gib,
+            "presets": [row.opt for row in fitting(rows, options.gpu_memory_gib)],
+        }
+    report["seconds_to_plan"] = time.perf_counter() - started
+    return report
+
+
+def _quiet_libraries() -> None:
+    """diffusers and transformers log through their own handlers: their notices are not the plan's output."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options = parse(argv)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if options.help:
+        print(USAGE)
+        return 0
+    from svdbench.arguments import check_command_line
+
+    problem = check_command_line(options.overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    for noisy in ("diffusers", "transformers", "torchao", "torch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    _quiet_libraries()
+    from svdbench.plan import CannotPredict
+    from svdbench.plan.render import markdown
+
+    try:
+        report = plan(options)
+    except CannotPredict as exc:
+        print(f"cannot predict: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_PREDICT
+    print(json.dumps(report, indent=2) if options.json else markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
