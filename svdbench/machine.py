@@ -16,6 +16,7 @@ svdbench/energy.py.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import torch
 GIB = 2**30
 # A 1-minute load average above this fraction of the logical cores, before the run starts, makes a warning.
 BUSY_LOAD_FRACTION = 0.5
+# How long the CPU use of other processes is sampled before a run (busy_percent_start).
+BUSY_SAMPLE_S = 0.25
 # Clock-event (throttle) reason bits of NVML (nvml.h, nvmlClocksEventReason*), by the names recorded.
 CLOCK_REASONS: dict[int, str] = {
     0x1: "gpu_idle",
@@ -80,8 +83,10 @@ class GpuState:
 @dataclass
 class CpuState:
     governor: str | None = None  # scaling_governor of all CPUs ("a, b" if they differ); None where not exposed
-    load_avg_1m_start: float | None = None
+    load_avg_1m_start: float | None = None  # information: it still counts work that ended up to minutes ago
     logical_cores: int | None = None
+    # Percent of all cores' time other processes used in the BUSY_SAMPLE_S before the run: what competes now.
+    busy_percent_start: float | None = None
 
 
 @dataclass
@@ -98,18 +103,38 @@ def decode_clock_reasons(mask: int) -> list[str]:
     return names + ([f"unknown_{unknown:#x}"] if unknown else [])
 
 
-def busy_warning(load_avg_1m: float | None, logical_cores: int | None) -> str | None:
-    """A warning when the host was busy before the run: a 1-minute load average above
-    BUSY_LOAD_FRACTION x logical cores (docs/energy.md says why that fraction)."""
-    if load_avg_1m is None or not logical_cores:
+def busy_warning(busy_percent: float | None, logical_cores: int | None) -> str | None:
+    """A warning when other processes kept more than BUSY_LOAD_FRACTION of all cores busy just before the run
+    (docs/energy.md says why that fraction). Measured over BUSY_SAMPLE_S rather than from the load average,
+    which still counts a sweep's previous job for a minute after it ended."""
+    if busy_percent is None or not logical_cores:
         return None
-    if load_avg_1m <= BUSY_LOAD_FRACTION * logical_cores:
+    if busy_percent <= BUSY_LOAD_FRACTION * 100:
         return None
     return (
-        f"busy machine: the 1-minute load average was {load_avg_1m:.2f} before the run, above "
-        f"{BUSY_LOAD_FRACTION} x {logical_cores} logical cores; other work competed for the CPU, so latency "
+        f"busy machine: other processes used {busy_percent:.0f} percent of the {logical_cores} logical cores just "
+        f"before the run, more than {BUSY_LOAD_FRACTION * 100:.0f} percent; they competed for the CPU, so latency "
         "and energy may be worse than on an idle machine."
     )
+
+
+def other_cpu_percent(seconds: float = BUSY_SAMPLE_S) -> float | None:
+    """Percent of all cores' time that processes other than this one used during `seconds` (system-wide
+    utilisation less this process's own CPU time); None where psutil cannot tell."""
+    try:
+        import psutil
+
+        me = psutil.Process()
+        mine_before = sum(me.cpu_times()[:2])
+        psutil.cpu_percent(None)  # starts the system-wide interval
+        start = time.perf_counter()
+        time.sleep(seconds)
+        total = psutil.cpu_percent(None)
+        elapsed = time.perf_counter() - start
+        mine = (sum(me.cpu_times()[:2]) - mine_before) / (elapsed * (os.cpu_count() or 1)) * 100
+        return max(0.0, total - mine)
+    except Exception:  # psutil without /proc access, or an unsupported platform
+        return None
 
 
 def _cuda_uuid(device: torch.device) -> str | None:
@@ -193,7 +218,12 @@ def cpu_state() -> CpuState:
         load: float | None = os.getloadavg()[0]
     except OSError:  # not on this platform
         load = None
-    return CpuState(governor=_governor(), load_avg_1m_start=load, logical_cores=os.cpu_count())
+    return CpuState(
+        governor=_governor(),
+        load_avg_1m_start=load,
+        logical_cores=os.cpu_count(),
+        busy_percent_start=other_cpu_percent(),
+    )
 
 
 class MachineWatch:
@@ -248,7 +278,7 @@ class MachineWatch:
 
     def finish(self) -> MachineState:
         """The end snapshot and the warnings; the state to record with the result."""
-        warnings = [w for w in [busy_warning(self.cpu.load_avg_1m_start, self.cpu.logical_cores)] if w]
+        warnings = [w for w in [busy_warning(self.cpu.busy_percent_start, self.cpu.logical_cores)] if w]
         gpu = self.gpu
         if gpu is not None and self._handle is not None:
             p, h = self._pynvml, self._handle
