@@ -3,6 +3,8 @@ the comparison checks. On this CPU the runbook's flow runs for real with model=t
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from svdbench.compare import Job, assign_baselines
@@ -32,7 +34,8 @@ def test_runbook_dry_run_on_the_cpu_makes_a_comparison_with_the_claims(tmp_path)
     assert "Sweep finished: 2 jobs: 1 ok, 1 unsupported" in proc.stderr
     assert read_json(tmp_path / "rb" / "0" / "results.json")["status"] == "ok"
     comparison = (tmp_path / "rb" / "comparison.md").read_text()
-    assert "| 1 | lowmem | unsupported |" in comparison
+    # "1 ⚠" where the machine was busy while the test ran (a real warning of the job's recorded state)
+    assert re.search(r"\| 1( \u26a0)? \| lowmem \| unsupported \|", comparison), comparison
     assert "## Claims of the diffusers guide" in comparison
     assert "runs in under 8 GB: not checked (needs an ok opt=lowmem run on a GPU)" in comparison
     assert "compile is" not in comparison  # no compile job, no compile claim
