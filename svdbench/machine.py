@@ -27,7 +27,7 @@ GIB = 2**30
 # A 1-minute load average above this fraction of the logical cores, before the run starts, makes a warning.
 BUSY_LOAD_FRACTION = 0.5
 # How long the CPU use of other processes is sampled before a run (busy_percent_start).
-BUSY_SAMPLE_S = 0.25
+BUSY_SAMPLE_S = 0.1
 # Clock-event (throttle) reason bits of NVML (nvml.h, nvmlClocksEventReason*), by the names recorded.
 CLOCK_REASONS: dict[int, str] = {
     0x1: "gpu_idle",

@@ -21,6 +21,7 @@ def frames_of(run_dir) -> np.ndarray:
     return np.load(run_dir / "frames.npz")["frames"]
 
 
+@pytest.mark.slow  # several real runs or CLI calls; CI runs it with -m slow
 def test_every_video_of_a_batch_is_the_unbatched_video_of_its_seed(tmp_path):
     # Random weights are seeded with the run's seed unless model.weights_seed fixes them: one model for all.
     batched = run_tiny(tmp_path / "batch", "batch_size=3", "seed=7", "model.weights_seed=7", "metrics.enabled=false")

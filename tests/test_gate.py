@@ -129,6 +129,7 @@ def write_job(sweep: Path, name: str, overrides: list[str], video: np.ndarray) -
     np.savez_compressed(job / "frames.npz", frames=video)
 
 
+@pytest.mark.slow  # several real runs or CLI calls; CI runs it with -m slow
 def test_gate_exit_status(tmp_path):
     """The baseline, a mode meant to be lossless (offload) within one level, one meant to be faithful (fused
     projections) a little off: the gate passes (0); then the offload job's frames change: it fails (4)."""

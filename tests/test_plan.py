@@ -305,6 +305,7 @@ def cli_cache(tmp_path_factory):
 CLI_CONFIG = ("device=cuda", "num_frames=4", "num_inference_steps=2")
 
 
+@pytest.mark.slow  # several real runs or CLI calls; CI runs it with -m slow
 def test_cli_json_fit_table_and_presets_that_fit(tmp_path, cli_cache):
     env = dict(offline_env(tmp_path), SVDBENCH_CACHE_DIR=str(cli_cache))
     args = (*CLI_CONFIG, "--json", "--gpu-memory-gib=1.2")
