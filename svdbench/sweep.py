@@ -60,12 +60,13 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
         return objectives(previous, cfg.sweep.flicker_limit)
     set_aside(run_dir, "sweep.redo=true" if previous is not None else why)
     if cfg.sweep.isolate and not launcher_isolates_jobs():
-        return objectives(run_in_child(run_dir, overrides, sweep), cfg.sweep.flicker_limit)
-    measurement = run(cfg)
-    if not cfg.sweep.isolate:
-        measurement.result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
-    result = write_record(cfg, run_dir, measurement, overrides, sweep)
-    if result.status == "interrupted":
+        result = run_in_child(run_dir, overrides, sweep)
+    else:
+        measurement = run(cfg)
+        if not cfg.sweep.isolate:
+            measurement.result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
+        result = write_record(cfg, run_dir, measurement, overrides, sweep)
+    if result.status == "interrupted":  # Ctrl-C or SIGTERM reached the job (its process or ours): stop the sweep
         raise KeyboardInterrupt
     return objectives(result, cfg.sweep.flicker_limit)
 

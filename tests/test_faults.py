@@ -148,6 +148,26 @@ def test_interrupted_sweep_redoes_only_the_unfinished_jobs(tmp_path):
     assert {read_json(sweep / job / "results.json")["status"] for job in "012"} == {"ok"}
 
 
+@pytest.mark.slow
+def test_a_job_interrupted_on_its_own_stops_the_sweep(tmp_path):
+    """SIGTERM to the running job's process only, not the sweep's (a scheduler or a user killing one job): the
+    job records its interruption and the sweep stops there, as it does for Ctrl-C, instead of going on."""
+    import psutil
+
+    args = ["-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=10,20", *QUIET, "num_inference_steps=300"]
+    proc = start_cli(tmp_path, *args)
+    log = tmp_path / "sweep" / "0" / "__main__.log"
+    wait_for(lambda: log.exists() and "Building" in log.read_text())
+    time.sleep(2)
+    jobs = [c for c in psutil.Process(proc.pid).children() if "svdbench" in " ".join(c.cmdline())]
+    assert len(jobs) == 1, jobs
+    jobs[0].send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    assert read_json(tmp_path / "sweep" / "0" / "results.json")["status"] == "interrupted"
+    assert not (tmp_path / "sweep" / "1").exists()
+
+
 def test_unwritable_output_location_fails_before_any_work(tmp_path):
     (tmp_path / "a-file").write_text("")
     proc = run_cli(tmp_path, "hydra.run.dir=a-file/run", "logger=none")
