@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from svdbench.config import RunConfig
 from svdbench.files import write_json_atomic
 from svdbench.identity import cpu_model
 from svdbench.models import dtype_name, meta_module, unwrap
@@ -181,6 +182,19 @@ def call_flops(
         vae_decode_tflop=decode / TERA,
         conditioning_tflop=conditioning / TERA,
         total_tflop=(denoising + decode + conditioning) / TERA,
+    )
+
+
+def config_flops(pipe, cfg: RunConfig) -> CallFlops:
+    """`call_flops` of one call with the run's settings (one video; a batch multiplies them)."""
+    return call_flops(
+        pipe,
+        height=cfg.height,
+        width=cfg.width,
+        num_frames=cfg.num_frames,
+        steps=cfg.num_inference_steps,
+        guidance=cfg.max_guidance_scale > 1.0,
+        decode_chunk_size=cfg.opt.decode_chunk_size,
     )
 
 

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from svdbench.config import ModelConfig
+from svdbench.config import ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +244,20 @@ def build_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype,
         pipe = build_random_pipeline(model.architecture, dtype, device, seed)
     pipe.image_encoder.to(dtype)  # some checkpoints store the encoder in another dtype
     return pipe
+
+
+def call_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The settings' keyword arguments of a StableVideoDiffusionPipeline call, as every caller passes them (the
+    runner, the planner's tests); the image, the generators and the callback are the caller's."""
+    return dict(
+        height=cfg.height,
+        width=cfg.width,
+        num_frames=cfg.num_frames,
+        num_inference_steps=cfg.num_inference_steps,
+        min_guidance_scale=cfg.min_guidance_scale,
+        max_guidance_scale=cfg.max_guidance_scale,
+        fps=cfg.cond.fps,
+        motion_bucket_id=cfg.cond.motion_bucket_id,
+        noise_aug_strength=cfg.cond.noise_aug_strength,
+        decode_chunk_size=cfg.opt.decode_chunk_size,
+    )

@@ -18,13 +18,13 @@ from PIL import ImageOps
 
 from svdbench.config import RunConfig
 from svdbench.energy import EnergyMeter, cost
-from svdbench.flops import call_flops, device_peak_tflops, utilization
+from svdbench.flops import config_flops, device_peak_tflops, utilization
 from svdbench.identity import config_hash, frames_hash
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.machine import MachineState, MachineWatch
 from svdbench.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
 from svdbench.metrics import compute_suite, paired_chunk_psnr
-from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
+from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, call_arguments, dtype_name
 from svdbench.optimizations import (
     Unsupported,
     apply_optimizations,
@@ -213,16 +213,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         with call_context(cfg.opt, device):
             return pipe(
                 [picture] * cfg.batch_size if cfg.batch_size > 1 else picture,
-                height=cfg.height,
-                width=cfg.width,
-                num_frames=cfg.num_frames,
-                num_inference_steps=cfg.num_inference_steps,
-                min_guidance_scale=cfg.min_guidance_scale,
-                max_guidance_scale=cfg.max_guidance_scale,
-                fps=cfg.cond.fps,
-                motion_bucket_id=cfg.cond.motion_bucket_id,
-                noise_aug_strength=cfg.cond.noise_aug_strength,
-                decode_chunk_size=cfg.opt.decode_chunk_size,
+                **call_arguments(cfg),
                 generator=generators(cfg, seed),
                 callback_on_step_end=probe.on_step_end,
                 output_type="np",
@@ -396,15 +387,7 @@ def flop_report(
 ) -> tuple[dict | None, list[str]]:
     """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing; and notes."""
     try:
-        flops = call_flops(
-            pipe,
-            height=cfg.height,
-            width=cfg.width,
-            num_frames=cfg.num_frames,
-            steps=cfg.num_inference_steps,
-            guidance=cfg.max_guidance_scale > 1.0,
-            decode_chunk_size=cfg.opt.decode_chunk_size,
-        )
+        flops = config_flops(pipe, cfg)
         peak, source = device_peak_tflops(device, dtype)
     except Exception as exc:  # a model the counter cannot trace must not cost the timing results
         log.warning("FLOP counting failed: %s", exc)

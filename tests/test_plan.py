@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from svdbench.models import build_random_pipeline
+from svdbench.models import build_random_pipeline, call_arguments
 from svdbench.plan import CannotPredict, predict
 from svdbench.plan import planner as plan_predict
 from svdbench.plan.fit import CARD_SIZES_GB, efficiency
@@ -62,21 +62,7 @@ def measured_peak_bytes(pipe, cfg) -> int:
 
 def _call(pipe, image, cfg, generator) -> None:
     """The pipeline call as svdbench.runner makes it (a batch: a list of the picture, a generator per video)."""
-    pipe(
-        image,
-        height=cfg.height,
-        width=cfg.width,
-        num_frames=cfg.num_frames,
-        num_inference_steps=cfg.num_inference_steps,
-        min_guidance_scale=cfg.min_guidance_scale,
-        max_guidance_scale=cfg.max_guidance_scale,
-        fps=cfg.cond.fps,
-        motion_bucket_id=cfg.cond.motion_bucket_id,
-        noise_aug_strength=cfg.cond.noise_aug_strength,
-        decode_chunk_size=cfg.opt.decode_chunk_size,
-        generator=generator,
-        output_type="np",
-    )
+    pipe(image, **call_arguments(cfg), generator=generator, output_type="np")
 
 
 def check_cpu(pipe, *overrides: str) -> None:

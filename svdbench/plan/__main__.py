@@ -159,7 +159,7 @@ def call_tflop(cfg, dtype: str) -> dict[str, float]:
     """FLOPs of one call (svdbench.flops, counted on meta tensors and cached), TFLOP."""
     import dataclasses
 
-    from svdbench.flops import call_flops
+    from svdbench.flops import config_flops
     from svdbench.models import TORCH_DTYPES
     from svdbench.plan.simulate import pristine_pipeline
 
@@ -167,15 +167,7 @@ def call_tflop(cfg, dtype: str) -> dict[str, float]:
         warnings.simplefilter("ignore")
         pipe = pristine_pipeline(cfg.model.architecture, TORCH_DTYPES[dtype])
     batch = int(getattr(cfg, "batch_size", 1) or 1)
-    flops = call_flops(
-        pipe,
-        height=cfg.height,
-        width=cfg.width,
-        num_frames=cfg.num_frames,
-        steps=cfg.num_inference_steps,
-        guidance=cfg.max_guidance_scale > 1.0,
-        decode_chunk_size=cfg.opt.decode_chunk_size,
-    )
+    flops = config_flops(pipe, cfg)
     result = dataclasses.asdict(flops)
     if batch > 1:  # several videos per call: the UNet and the decode scale with the batch
         for key in ("unet_per_step_tflop", "denoising_tflop", "vae_decode_tflop"):
