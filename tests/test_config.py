@@ -194,6 +194,7 @@ def test_every_option_of_every_group_composes_and_validates(override):
         assert getattr(cfg, group).name == option
 
 
+@pytest.mark.slow  # 240 compositions; CI runs it with -m slow
 def test_every_combination_of_presets_composes_to_the_values_it_had():
     """model x opt x cond x logger x input: every value, resolved, as before the defaults moved to the schema."""
     assert {g: sorted(o) for g, o in PRESETS.items()} == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from svdbench.compare import Job, assign_baselines
@@ -28,6 +29,7 @@ def test_runbook_composes_the_h100_settings_and_every_mode():
     assert all((CONF_DIR / "opt" / f"{m}.yaml").is_file() for m in modes["opt"].split(","))
 
 
+@pytest.mark.slow  # a two-job sweep; CI runs it with -m slow
 def test_runbook_dry_run_on_the_cpu_makes_a_comparison_with_the_claims(tmp_path):
     proc = run_cli(tmp_path, "experiment=runbook", *TINY, "opt=none,lowmem", "hydra.sweep.dir=rb")
     assert proc.returncode == 1, proc.stderr[-3000:]  # lowmem offloads: unsupported on a CPU

@@ -21,6 +21,7 @@ def sweep_results(sweep_dir):
     return {p.parent.name: read_json(p) for p in sorted(sweep_dir.glob("*/results.json"))}
 
 
+@pytest.mark.slow  # a four-job sweep; CI runs it with -m slow
 def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
     """An unsupported mode, NaN frames and a good job in one sweep: three records, a summary, exit 1."""
     proc = run_cli(
