@@ -303,20 +303,11 @@ def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline:
 # ----------------------------------------------------------------------------------------------- the table
 
 
-def _energy_j(result: RunResult) -> float | None:
-    energy = getattr(result, "energy", None)  # results written before energy was measured have none
-    return getattr(energy, "total_j", None) if energy is not None else None
-
-
-def _cost(result: RunResult, name: str) -> float | None:
-    cost = getattr(result, "cost", None)
-    return getattr(cost, name, None) if cost is not None else None
-
-
 def machine_warnings(result: RunResult) -> list[str]:
-    """What made the machine unrepresentative while the job ran (environment.state.warnings)."""
-    state = getattr(result.environment, "state", None) if result.environment is not None else None
-    return list(getattr(state, "warnings", None) or [])
+    """What made the machine unrepresentative while the job ran (environment.state.warnings; results written
+    before the state was recorded have none)."""
+    state = result.environment.state if result.environment is not None else None
+    return list(state.warnings) if state is not None else []
 
 
 def _memory_ratio(result: RunResult) -> float | None:
@@ -363,9 +354,9 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
             host_peak_gib=result.memory.host_peak_gib if result.memory else None,
             memory_vs_predicted=_memory_ratio(result),
             mfu=(result.flops or {}).get("mfu_denoising"),
-            j_per_video=_energy_j(result),
-            usd_per_video=_cost(result, "usd_per_video"),
-            usd_per_1000_videos=_cost(result, "usd_per_1000_videos"),
+            j_per_video=result.energy.total_j if result.energy is not None else None,
+            usd_per_video=result.cost.usd_per_video if result.cost is not None else None,
+            usd_per_1000_videos=result.cost.usd_per_1000_videos if result.cost is not None else None,
         )
         if batches and "batch_size" not in sweep_keys:
             row["batch_size"] = result.batch_size

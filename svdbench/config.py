@@ -577,6 +577,11 @@ class RunConfig(_Checked):
         True, "Keep the exact uint8 frames as frames.npz beside the (lossy) mp4, for comparisons between runs."
     )
 
+    @property
+    def weights_seed(self) -> int:
+        """The seed random weights are built from: model.weights_seed, else the run's seed."""
+        return self.seed if self.model.weights_seed is None else self.model.weights_seed
+
     def _check_values(self) -> None:
         _check(
             1.0 <= self.min_guidance_scale <= self.max_guidance_scale,

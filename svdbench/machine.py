@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-GIB = 2**30
-# A 1-minute load average above this fraction of the logical cores, before the run starts, makes a warning.
+from svdbench.memory import GIB
+
+# Other processes using more than this fraction of all cores just before the run make a warning.
 BUSY_LOAD_FRACTION = 0.5
 # How long the CPU use of other processes is sampled before a run (busy_percent_start).
 BUSY_SAMPLE_S = 0.1

@@ -171,3 +171,4 @@ class MemoryTracker:
                 self.last.device_method = "torch.cuda.max_memory_allocated/reserved after reset_peak_memory_stats" + (
                     "; NVML process memory at the end of the call" if nvml is not None else "; NVML not installed"
                 )
+            self.last.calls_gib = [self.last.limiting_gib]  # one call; MemoryPeak.merge collects the calls

@@ -31,6 +31,7 @@ from svdbench.config import GroupOffloadConfig, OptConfig
 from svdbench.deepcache import DeepCacheUnavailable, enable_deepcache, import_helper, inspect_deepcache
 from svdbench.models import unwrap
 from svdbench.quantize import QuantizeUnavailable, inspect_quantized, quantize_linears, unavailable_reason
+from svdbench.timing import Clock
 
 STORAGE_TORCH_DTYPES = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 # opt.attention_backend -> torch.nn.attention.SDPBackend member.
@@ -250,13 +251,14 @@ def apply_optimizations(pipe, opt: OptConfig, device: torch.device, timings: dic
     synchronizing a CUDA device.
     """
     spent = {"placement_s": 0.0, "optimize_s": 0.0}
+    clock = Clock(device)
 
     @contextmanager
     def timed(key: str) -> Iterator[None]:
-        _synchronize(device)
+        clock.sync()
         started = time.perf_counter()
         yield
-        _synchronize(device)
+        clock.sync()
         spent[key] += time.perf_counter() - started
 
     with timed("optimize_s"):
@@ -296,11 +298,6 @@ def apply_optimizations(pipe, opt: OptConfig, device: torch.device, timings: dic
     if timings is not None:
         timings.update(spent)
     return pipe
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _attention_modules(module: torch.nn.Module) -> list:

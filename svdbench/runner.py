@@ -104,10 +104,9 @@ def run(cfg: RunConfig) -> Measurement:
             "noise, so flicker and fidelity metrics say nothing about the model's quality."
         )
     if cfg.model.weights == "random" and cfg.batch_size > 1:
-        weights_seed = cfg.seed if cfg.model.weights_seed is None else cfg.model.weights_seed
         result.notes.append(
             f"Video k of this batch is the video of an unbatched run with seed={cfg.seed}+k and "
-            f"model.weights_seed={weights_seed}: random weights are seeded with the run's seed unless "
+            f"model.weights_seed={cfg.weights_seed}: random weights are seeded with the run's seed unless "
             "model.weights_seed fixes them."
         )
     measurement = Measurement(result)
@@ -162,16 +161,17 @@ def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
     )
 
 
-def video_seeds(cfg: RunConfig) -> list[int]:
-    """The seed of every video of a call: video k of a batch is the video an unbatched run with seed + k makes."""
-    return [cfg.seed + k for k in range(cfg.batch_size)]
+def video_seeds(cfg: RunConfig, first: int | None = None) -> list[int]:
+    """The seed of every video of a call, from `first` (default: the run's seed): video k of a batch is the
+    video an unbatched run with seed + k makes."""
+    first = cfg.seed if first is None else first
+    return [first + k for k in range(cfg.batch_size)]
 
 
 def generators(cfg: RunConfig, seed: int | None = None) -> torch.Generator | list[torch.Generator]:
     """One seeded CPU generator per video (the same noise on every device). The pipeline draws each video's
     noise from its own generator, in the order an unbatched call draws it from its one."""
-    first = cfg.seed if seed is None else seed
-    made = [torch.Generator("cpu").manual_seed(first + k) for k in range(cfg.batch_size)]
+    made = [torch.Generator("cpu").manual_seed(s) for s in video_seeds(cfg, seed)]
     return made[0] if cfg.batch_size == 1 else made
 
 
@@ -193,17 +193,16 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, result.dtype, device)
     startup = result.startup
     startup.source = describe_source(cfg)
+    clock = Clock(device)
     started = time.perf_counter()
-    weights_seed = cfg.seed if cfg.model.weights_seed is None else cfg.model.weights_seed
-    pipe = build_pipeline(cfg.model, device, dtype, weights_seed)
-    synchronize(device)
+    pipe = build_pipeline(cfg.model, device, dtype, cfg.weights_seed)
+    clock.sync()
     startup.build_s = time.perf_counter() - started
     setup: dict[str, float] = {}
     pipe = apply_optimizations(pipe, cfg.opt, device, timings=setup)
     startup.placement_s, startup.optimize_s = setup.get("placement_s"), setup.get("optimize_s")
     result.applied = inspect_pipeline(pipe)
 
-    clock = Clock(device)
     result.timing_method = clock.method
     probe = CallProbe(pipe, clock)
     memory = MemoryTracker(device)
@@ -260,7 +259,6 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         windows.append(probe.phase_windows())
         measured.append(timing)
         assert memory.last is not None  # set by every tracked call
-        memory.last.calls_gib = [memory.last.limiting_gib]
         peak = memory.last if peak is None else peak.merge(memory.last)
         log.info("measured call %d: %.3f s", len(measured), timing.total_s)
     if len(measured) == MAX_CALLS and cfg.bench.min_seconds > 0:
@@ -316,15 +314,10 @@ def record_prediction(memory: MemoryPeak, cfg: RunConfig, device: torch.device, 
 
 
 def describe_source(cfg: RunConfig) -> str:
-    """What building the pipeline reads or makes: Load.source."""
+    """What building the pipeline reads or makes: Startup.source."""
     if cfg.model.weights == "random":
         return f"the {cfg.model.architecture} architecture initialised with random weights (nothing read from disk)"
     return f"checkpoint {cfg.model.path}" if cfg.model.path else f"Hugging Face cache of {cfg.model.repo_id}"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compile_check(tracked, call, image, cfg: RunConfig, device: torch.device) -> CompileCheck:
