@@ -270,10 +270,10 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
     phases = {name: [w[name] for w in windows if name in w] for name in ("denoising", "decode")}
     result.energy = meter.summary(cfg.batch_size, cfg.num_frames, phases if device.type == "cuda" else None)
-    if cfg.cost.usd_per_hour is not None or cfg.cost.usd_per_kwh is not None:
-        result.cost = cost(
-            result.throughput.s_per_video, result.energy.total_j, cfg.cost.usd_per_hour, cfg.cost.usd_per_kwh
-        )
+    # Always there: without prices its figures are null and its method says none were given.
+    result.cost = cost(
+        result.throughput.s_per_video, result.energy.total_j, cfg.cost.usd_per_hour, cfg.cost.usd_per_kwh
+    )
     result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
     result.notes += notes
     if result.memory is not None:  # after the measured calls, like the FLOPs: it costs them nothing

@@ -60,6 +60,16 @@ def test_an_unbatched_run_reports_the_same_figures_as_before_batches(tmp_path):
     result = run_tiny(tmp_path)
     assert result.status == "ok" and result.batch_size == 1 and result.seeds == [42]
     assert result.throughput is not None and result.throughput.s_per_video == pytest.approx(result.median_s)
+    # No prices by default: the cost section says so instead of making one up.
+    assert result.cost is not None and result.cost.usd_per_video is None
+    assert result.cost.method == "no prices given (usd_per_hour, usd_per_kwh are null by default)"
+
+
+def test_prices_give_dollars_per_video(tmp_path):
+    result = run_tiny(tmp_path, "cost.usd_per_hour=3.6")
+    assert result.status == "ok" and result.cost is not None and result.throughput is not None
+    assert result.cost.usd_per_video == pytest.approx(result.throughput.s_per_video * 3.6 / 3600)
+    assert result.cost.usd_per_1000_videos == pytest.approx(1000 * result.cost.usd_per_video)
 
 
 def test_time_to_first_video_from_a_checkpoint_on_disk(tmp_path):
