@@ -381,7 +381,9 @@ def flop_report(
     """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing; and notes."""
     try:
         flops = config_flops(pipe, cfg)
-        peak, source = device_peak_tflops(device, dtype)
+        denoising_s = result.phases.denoising_s if result.phases else 0.0
+        achieved = flops.denoising_tflop / denoising_s if denoising_s > 0 else None
+        peak, source = device_peak_tflops(device, dtype, achieved)
     except Exception as exc:  # a model the counter cannot trace must not cost the timing results
         log.warning("FLOP counting failed: %s", exc)
         return None, [f"FLOPs not counted: {type(exc).__name__}: {exc}"]
