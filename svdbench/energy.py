@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from svdbench.config import ENERGY_SOURCES  # the setting energy.source is validated against the same tuple
-from svdbench.machine import GpuUnavailable, nvml_device
+from svdbench.nvml import GpuUnavailable, nvml_device
 
 KINDS = ("gpu", "cpu", "dram")
 # GPU counter sampling for phases: 20 ms cost 1.4 % of a GIL-bound tiny CPU call on a 2-core VM, 10 ms 2.9 %

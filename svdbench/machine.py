@@ -8,9 +8,7 @@ unrepresentative (a busy host, another process on the GPU, thermal slowdown) bec
     state = watch.finish()            # end snapshot and warnings -> MachineState
 
 Nothing here raises for a missing source: a field that cannot be read is None, and `GpuState.error` says
-why the GPU could not be queried at all. `nvml_device` (the NVML handle of a torch CUDA device, matched by
-UUID so that CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER cannot point it at another GPU) is shared with
-svdbench/energy.py.
+why the GPU could not be queried at all (the handle comes from svdbench/nvml.py).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 
 from svdbench.memory import GIB
+from svdbench.nvml import GpuUnavailable, nvml_device
 
 # Other processes using more than this fraction of all cores just before the run make a warning.
 BUSY_LOAD_FRACTION = 0.5
@@ -45,10 +44,6 @@ CLOCK_REASONS: dict[int, str] = {
 BENIGN_REASONS = frozenset({"gpu_idle", "applications_clocks_setting"})
 # Recorded without a warning: a saturated GPU runs at its power limit, which is its normal state under load.
 WARN_REASONS = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
-
-
-class GpuUnavailable(Exception):
-    """NVML cannot query the device; the message says why, in words fit for a results file."""
 
 
 @dataclass
@@ -136,41 +131,6 @@ def other_cpu_percent(seconds: float = BUSY_SAMPLE_S) -> float | None:
         return max(0.0, total - mine)
     except Exception:  # psutil without /proc access, or an unsupported platform
         return None
-
-
-def _cuda_uuid(device: torch.device) -> str | None:
-    try:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return "GPU-" + str(torch.cuda.get_device_properties(index).uuid)
-    except Exception:  # CPU build, no driver, an old torch without .uuid: fall back to the index
-        return None
-
-
-def nvml_device(device: torch.device) -> Any:
-    """The NVML handle of the GPU behind a torch CUDA device; raises GpuUnavailable saying why not."""
-    if device.type != "cuda":
-        raise GpuUnavailable(f"the run's device is {device.type}: no NVIDIA GPU in use")
-    try:
-        import pynvml
-    except ImportError as err:
-        raise GpuUnavailable(f"nvidia-ml-py (pynvml) is not installed: {err}") from err
-    try:
-        pynvml.nvmlInit()
-    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        raise GpuUnavailable(f"no NVIDIA GPU visible to NVML: {err}") from err
-    try:
-        uuid = _cuda_uuid(device)
-        if uuid is not None:
-            return pynvml.nvmlDeviceGetHandleByUUID(uuid)
-        # CUDA index -> the NVML index or UUID that CUDA_VISIBLE_DEVICES names at that position.
-        cuda_index = device.index or 0
-        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-        entry = visible[cuda_index] if cuda_index < len(visible) else str(cuda_index)
-        if entry.isdigit():
-            return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
-        return pynvml.nvmlDeviceGetHandleByUUID(entry)
-    except Exception as err:
-        raise GpuUnavailable(f"NVML has no handle for {device}: {err}") from err
 
 
 def _query(fn: Any, *args: Any) -> Any:

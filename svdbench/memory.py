@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
+from svdbench.nvml import nvml_device
+
 GIB = 2**30
 
 
@@ -117,18 +119,13 @@ class _Sampler(threading.Thread):
 def _nvml_process_bytes(device: torch.device) -> int | None:
     """This process's memory on the GPU as the driver sees it (includes the CUDA context)."""
     try:
+        handle = nvml_device(device)  # matched by UUID, as the machine state and the energy meter match it
         import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        pid = os.getpid()
+
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == pid and proc.usedGpuMemory is not None:
+            if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
                 return int(proc.usedGpuMemory)
-    except pynvml.NVMLError:
+    except Exception:  # GpuUnavailable, NVMLError: an optional figure, None says it is missing
         return None
     return None
 

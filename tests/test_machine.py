@@ -122,6 +122,7 @@ def fake_gpu(monkeypatch):
     }.items():
         monkeypatch.setattr(pynvml, name, fn)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(machine, "other_cpu_percent", lambda: 3.0)  # the GPU's warnings alone, whatever else runs here
     return state
 
 
@@ -188,3 +189,20 @@ def test_older_bindings_use_the_throttle_reasons_call(fake_gpu, monkeypatch):
     state = watch.finish()
     assert state.gpu is not None and state.gpu.throttle_reasons == ["hw_slowdown"]
     assert "hw_slowdown" in machine.WARN_REASONS and state.warnings[0].startswith("GPU clocks were held down")
+
+
+def test_the_memory_trackers_nvml_figure_is_this_process_on_the_gpu_cuda_visible_devices_names(fake_gpu, monkeypatch):
+    # One NVML handle for the machine state, the energy meter and the memory tracker: with
+    # CUDA_VISIBLE_DEVICES naming a UUID, CUDA device 0 is that GPU, not NVML's GPU 0.
+    import pynvml
+
+    from svdbench.memory import _nvml_process_bytes
+
+    asked = []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-feed-0001")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", lambda uuid: asked.append(uuid) or object())
+    assert _nvml_process_bytes(CUDA) == 20 * GIB  # this process's entry, not its parent's 3 GiB
+    assert asked == ["GPU-feed-0001"]
+    fake_gpu.procs = fake_gpu.procs[1:]  # only the parent on the GPU
+    assert _nvml_process_bytes(CUDA) is None
+    assert _nvml_process_bytes(torch.device("cpu")) is None
