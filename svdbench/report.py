@@ -207,6 +207,8 @@ def run_view(result: RunResult, directory: Path, base: Path) -> dict[str, Any]:
     spread = (
         f"n={stats.n}, min {stats.min:.4g} s, max {stats.max:.4g} s, spread {stats.rel_spread:.1%}" if stats else ""
     )
+    if stats and stats.ci95_low is not None and stats.ci95_high is not None:
+        spread += f"; median's 95% interval {stats.ci95_low:.4g}-{stats.ci95_high:.4g} s"
     files = {key: link(directory, name, base) for key, name in result.files.items()}
     pictures = [(key, files[key]) for key, name in result.files.items() if name.lower().endswith(".png")]
     return {
@@ -219,6 +221,7 @@ def run_view(result: RunResult, directory: Path, base: Path) -> dict[str, Any]:
         "pictures": pictures,
         "frames": result.num_frames,
         "results": link(directory, RESULTS_FILE, base),
+        "warnings": result.environment.state.warnings if result.environment and result.environment.state else [],
     }
 
 
@@ -299,6 +302,29 @@ def render(template: str, **values: Any) -> str:
     return _templates.get_template(template).render(generated=generated, **values)
 
 
+def cost_view(result: RunResult) -> dict[str, Any]:
+    """The run page's startup, energy, cost and compile-check tables."""
+    energy = result.energy
+    checks = result.compile_check.calls if result.compile_check else []
+    return {
+        "startup": pairs(result.startup),
+        "energy": pairs(energy),
+        "energy_sources": ", ".join(energy.sources) if energy and energy.sources else "no source measured",
+        "energy_missing": "; ".join(f"{k}: {v}" for k, v in energy.missing.items()) if energy else "",
+        "cost": pairs(result.cost),
+        "compile_check": [
+            (
+                c.kind,
+                c.status
+                + (f", {c.recompilations} recompilations" if c.recompilations is not None else "")
+                + (f", {num(c.latency_s)} s" if c.latency_s is not None else "")
+                + (f": {c.reason}" if c.reason else ""),
+            )
+            for c in checks
+        ],
+    }
+
+
 def write_run_report(path: Path, run_dir: Path, result: RunResult) -> None:
     """The run's report.html, written to `path` (a temporary name inside `run_dir`)."""
     run_dir = Path(run_dir)
@@ -320,6 +346,7 @@ def write_run_report(path: Path, run_dir: Path, result: RunResult) -> None:
         phases=phase_bar(result),
         calls=[(k, v) for k, v in calls_rows if v],
         memory=pairs(result.memory),
+        cost=cost_view(result),
         flops=pairs(result.flops),
         applied=pairs(result.applied),
         metrics=metric_rows(result.metrics),

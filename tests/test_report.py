@@ -12,10 +12,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from markupsafe import escape as html_escape  # as Jinja2 escapes
 from omegaconf import OmegaConf
 
 from svdbench.compare import compare
-from svdbench.report import REPORT_FILE
+from svdbench.machine import MachineState
+from svdbench.report import REPORT_FILE, num, write_run_report
+from svdbench.results import RunResult
 
 from .conftest import FAST, REPO, compose_config, read_json, run_cli, run_tiny
 
@@ -112,6 +115,30 @@ def test_a_single_run_writes_its_own_report(tiny_run):
     links = local_links(page)
     assert all(path.is_file() for path in links), [str(p) for p in links if not p.is_file()]
     assert {p.name for p in links} >= {"video.mp4", "filmstrip.png", "results.json", "steps.csv"}
+
+
+def test_the_run_page_shows_startup_energy_cost_and_the_machines_warnings(tiny_run, tmp_path):
+    result = RunResult.load(tiny_run / "results.json")
+    html = (tiny_run / REPORT_FILE).read_text(encoding="utf-8")
+    assert result.startup.time_to_first_video_s is not None and result.energy is not None
+    assert f"time to first video <b>{num(result.startup.time_to_first_video_s)} s</b>" in html
+    assert "energy per video <b>not measured</b>" in html  # no GPU and no RAPL on this machine
+    assert html_escape(result.energy.missing["gpu"]) in html  # ... and why, beside it
+    assert "cost per video" not in html and "no prices" in html  # no made-up prices: the table says so
+    assert "Measured on a noisy or shared machine" not in html or result.environment.state.warnings
+
+    # The same record priced, batched, metered and measured on a busy machine (edited, then rendered again).
+    assert result.energy is not None and result.cost is not None and result.environment is not None
+    result.batch_size, result.seeds = 2, [result.seed, result.seed + 1]
+    result.energy.total_j, result.energy.sources = 123.0, {"cpu": "RAPL package"}
+    result.cost.usd_per_video, result.cost.usd_per_1000_videos = 0.0125, 12.5
+    result.environment.state = MachineState(warnings=["busy machine: a <synthetic> warning"])
+    write_run_report(tmp_path / REPORT_FILE, tmp_path, result)
+    html = (tmp_path / REPORT_FILE).read_text(encoding="utf-8")
+    assert "latency per call of 2 videos" in html and f"seeds {result.seed}, {result.seed + 1}" in html
+    assert "energy per video <b>123 J</b>" in html and "cpu</span>" in html
+    assert "cost per video <b>$0.0125</b>" in html and "$12.5 per 1000" in html
+    assert "Measured on a noisy or shared machine" in html and "a &lt;synthetic&gt; warning" in html
 
 
 def test_a_failed_run_has_a_report_with_its_reason(tmp_path):
