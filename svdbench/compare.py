@@ -285,7 +285,11 @@ def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline:
             continue
         frame_count = job.config.get("num_frames") or job.result.num_frames or None
         expected, reasons = gate.expectation(
-            _opt(job.config), _opt(base.config) if base is not None else None, frame_count
+            _opt(job.config),
+            _opt(base.config) if base is not None else None,
+            frame_count,
+            dtype=job.config.get("dtype") or job.result.dtype or None,
+            baseline_dtype=(base.config.get("dtype") or base.result.dtype or None) if base is not None else None,
         )
         unknown = None
         if not job.ok:

@@ -71,6 +71,11 @@ REASONS = {
     ),
     "storage_dtype": (LOSSY, "the UNet's weights are stored in float8 (3 or 2 mantissa bits)"),
     "quantize": (LOSSY, "int8/float8 weights (and activations): quantization error by design"),
+    "dtype": (
+        FAITHFUL,
+        "it runs in another precision (dtype) than its baseline, and the threshold gate.min_psnr_db is by "
+        "definition what an accepted change of precision costs",
+    ),
     "decode_chunk_size": (
         LOSSY,
         "the temporal VAE decoder mixes frames within a chunk: another chunking decodes each frame with another "
@@ -101,11 +106,18 @@ def _chunks(value: Any, num_frames: int | None) -> int | None:
 
 
 def expectation(
-    opt: Mapping[str, Any], baseline_opt: Mapping[str, Any] | None = None, num_frames: int | None = None
+    opt: Mapping[str, Any],
+    baseline_opt: Mapping[str, Any] | None = None,
+    num_frames: int | None = None,
+    dtype: str | None = None,
+    baseline_dtype: str | None = None,
 ) -> tuple[str, list[str]]:
     """What a job with these opt settings is meant to be against its baseline ("lossless", "faithful" or
-    "lossy", the worst of its settings) and the reasons (one per setting that is not lossless)."""
+    "lossy", the worst of its settings) and the reasons (one per setting that is not lossless). A baseline of
+    another dtype (chosen with --ignore dtype or --baseline) makes the job at best faithful."""
     found: list[tuple[str, str]] = []
+    if dtype is not None and baseline_dtype is not None and dtype != baseline_dtype:
+        found.append(REASONS["dtype"])
     if _get(opt, "offload", "none") not in (None, "none"):
         found.append(REASONS["offload"])
     if _get(opt, "forward_chunking", False):
@@ -133,11 +145,15 @@ def expectation(
 
 
 def expected_verdict(
-    opt: Mapping[str, Any], baseline_opt: Mapping[str, Any] | None = None, num_frames: int | None = None
+    opt: Mapping[str, Any],
+    baseline_opt: Mapping[str, Any] | None = None,
+    num_frames: int | None = None,
+    dtype: str | None = None,
+    baseline_dtype: str | None = None,
 ) -> str:
     """ "lossless", "faithful" or "lossy": what a job with these opt settings is meant to be against its baseline
     (decode_chunk_size counts only where it differs from the baseline's; null and >= num_frames are the same)."""
-    return expectation(opt, baseline_opt, num_frames)[0]
+    return expectation(opt, baseline_opt, num_frames, dtype, baseline_dtype)[0]
 
 
 @dataclass

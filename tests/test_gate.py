@@ -56,6 +56,31 @@ def test_decode_chunks_count_only_where_they_differ_from_the_baseline():
     assert expected_verdict({"decode_chunk_size": 7}, {}, num_frames=14) == LOSSY
 
 
+def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
+    # With --ignore dtype, a bf16 opt=none job is judged against an fp32 opt=none baseline: a change of
+    # precision, which is what the threshold measures, not a mode meant to be lossless.
+    assert gate.expectation({}, {}, dtype="bf16", baseline_dtype="fp32") == (FAITHFUL, [gate.REASONS["dtype"][1]])
+    assert expected_verdict({}, {}, dtype="fp32", baseline_dtype="fp32") == LOSSLESS
+    assert expected_verdict({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32") == LOSSY
+
+    from svdbench.compare import Job, assign_verdicts
+    from svdbench.results import RunResult
+
+    video = frames()
+    off = video.copy()
+    off[0, 0, :3, 0] = 255 - video[0, 0, :3, 0]  # 3 of 3072 values far off: about 36 dB
+    for name, data in (("0", video), ("1", off)):
+        (tmp_path / name).mkdir()
+        np.savez_compressed(tmp_path / name / "frames.npz", frames=data)
+    base = Job(tmp_path / "0", "0", {}, {"opt.name": "none", "dtype": "fp32"}, RunResult(dtype="fp32"))
+    job = Job(tmp_path / "1", "1", {}, {"opt.name": "none", "dtype": "bf16"}, RunResult(dtype="bf16"), baseline=base)
+    assign_verdicts([base, job], min_psnr_db=30.0)
+    assert job.verdict is not None and job.verdict.verdict == FAITHFUL and not job.verdict.failed
+    assert job.verdict.expected == FAITHFUL and "precision" in job.verdict.reason
+    assign_verdicts([base, job], min_psnr_db=40.0)
+    assert job.verdict.verdict == LOSSY and job.verdict.failed  # a precision change costing more than allowed
+
+
 def frames(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
 
