@@ -16,7 +16,7 @@ from svdbench.results import RunResult
 
 
 class Job(Protocol):
-    """What a claim needs of a compared job (svdbench.compare.Job has it)."""
+    """What a claim needs of a compared job (svdbench.comparison.Job has it)."""
 
     name: str
     config: dict[str, Any]

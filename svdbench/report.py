@@ -3,7 +3,9 @@
 The page links the media beside it (video.mp4, the PNGs) by relative paths, so a directory that is copied,
 zipped or mailed keeps working; charts are inline SVG drawn from the numbers here; sorting and the synchronised
 players are a few lines of plain JavaScript in the template (svdbench/templates/). Nothing comes from a network.
-This module turns records into plain values (text, pixels, links); the templates do the layout.
+This module turns records into plain values (text, pixels, links); the templates do the layout. It draws the
+run's page (written with the run's record, svdbench/rundir.py) and holds what both pages use; the sweep's page,
+which needs the comparison table, is svdbench/sweep_report.py.
 """
 
 from __future__ import annotations
@@ -12,52 +14,21 @@ import dataclasses
 import math
 import os
 import shlex
-import statistics
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
-import yaml
 
 from svdbench.dotted import flatten
 from svdbench.metrics.definitions import HIGHER, LOWER, METRICS
 from svdbench.results import RESULTS_FILE, RunResult
-from svdbench.rundir import SWEEP_FILE
-
-if TYPE_CHECKING:
-    from svdbench.compare import Job
 
 REPORT_FILE = "report.html"
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-# Direction and meaning of the comparison table's own columns (metrics take theirs from METRICS).
-COLUMNS = {
-    "latency_s": (LOWER, "seconds per video: median of the measured calls"),
-    "frames_per_s": (HIGHER, "frames per second of the median call"),
-    "s_per_step": (LOWER, "seconds per denoising step: median over all steps of all measured calls"),
-    "device_peak_gib": (LOWER, "peak device memory, max allocated (GiB)"),
-    "host_peak_gib": (LOWER, "peak host memory, resident (GiB)"),
-    "mfu": (HIGHER, "model FLOPs utilisation of the denoising loop"),
-    "speedup": (HIGHER, "baseline latency / this job's latency, with its 95 % interval; ~noise: it includes 1.0x"),
-    "memory_saved_gib": (HIGHER, "baseline peak - this job's peak (GiB), with its range; ~noise: it includes 0"),
-    "warp_error_change": (LOWER, "this job's warp_error - the baseline's"),
-    "psnr_vs_baseline_db": (HIGHER, "PSNR of the exact frames against the baseline's (dB)"),
-    "max_diff_levels": (LOWER, "largest |difference| of the uint8 frames against the baseline's"),
-    "verdict": ("", "lossless, faithful, lossy or unknown against the baseline (docs/comparison.md)"),
-    "memory_vs_predicted": ("", "measured device peak allocated / the planner's prediction"),
-    "j_per_video": (LOWER, "energy per video (J), measured sources"),
-    "usd_per_video": (LOWER, "cost per video (USD)"),
-    "usd_per_1000_videos": (LOWER, "cost per 1000 videos (USD)"),
-    "videos_per_hour": (HIGHER, "videos per hour at the median call"),
-}
-# Outline of a Pareto point by the job's verdict (the fill stays the job's colour).
-VERDICT_STROKES = {"lossless": "#2ca02c", "faithful": "#1f77b4", "lossy": "#d62728", "unknown": "#7f7f7f"}
-# The column of the comparison table shown as a row of its own, across the table under its job's row.
-OWN_ROW = "reason"
 ARROWS = {HIGHER: "\u2191", LOWER: "\u2193"}
 
 
@@ -97,7 +68,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str, *, zero: bool, size=(600, 320)):
+def xy_chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str, *, zero: bool, size=(600, 320)):
     """An empty chart whose axes cover `xs` and `ys` (y from 0 when `zero`), and its value -> pixel maps."""
     width, height = size
     chart = Chart(width, height, x_label, y_label, [], [])
@@ -116,18 +87,18 @@ def _chart(xs: Sequence[float], ys: Sequence[float], x_label: str, y_label: str,
     return chart, px, py
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def step_chart(series: list[tuple[str, str, list[float]]], size=(600, 320)) -> Chart | None:
     """Seconds of each denoising step, one line per (title, color, seconds); steps without a number are left out."""
-    lines = [(title, color, [s if _finite(s) else None for s in seconds]) for title, color, seconds in series]
+    lines = [(title, color, [s if finite(s) else None for s in seconds]) for title, color, seconds in series]
     values = [v for _, _, seconds in lines for v in seconds if v is not None]
     if not values:
         return None
     steps = max(len(seconds) for _, _, seconds in lines)
-    chart, px, py = _chart([1, max(steps, 2)], values, "denoising step", "seconds", zero=True, size=size)
+    chart, px, py = xy_chart([1, max(steps, 2)], values, "denoising step", "seconds", zero=True, size=size)
     chart.x_ticks = [t for t in chart.x_ticks if float(t[1]) >= 1 and float(t[1]).is_integer()]
     for title, color, seconds in lines:
         points = " ".join(f"{px(i + 1)},{py(s)}" for i, s in enumerate(seconds) if s is not None)
@@ -146,34 +117,6 @@ def step_chart(series: list[tuple[str, str, list[float]]], size=(600, 320)) -> C
                 if s is not None
             ]
     return chart
-
-
-def pareto_chart(points: list[dict[str, Any]], memory_label: str) -> Chart | None:
-    """Memory against latency, one linked dot per job ({x, y, color, title, href, text}), and the front."""
-    from svdbench.compare import pareto_front
-
-    if not points:
-        return None
-    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
-    # The axis covers the latency intervals (error bars) too.
-    span = xs + [x for p in points if p.get("interval") for x in p["interval"]]
-    chart, px, py = _chart(
-        span, ys, "latency per call (s, median; bars: 95 % interval)", memory_label, zero=False, size=(600, 360)
-    )
-    chart.dots = [{**p, "x": px(p["x"]), "y": py(p["y"])} for p in points]
-    chart.lines = [
-        {"points": f"{px(lo)},{py(p['y'])} {px(hi)},{py(p['y'])}", "color": p["color"], "title": p["title"]}
-        for p in points
-        if p.get("interval")
-        for lo, hi in [p["interval"]]
-    ]
-    front = [(xs[i], ys[i]) for i in pareto_front(list(zip(xs, ys)))]
-    corners = [front[0]] + [c for a, b in zip(front, front[1:]) for c in ((b[0], a[1]), b)]
-    chart.front = " ".join(f"{px(x)},{py(y)}" for x, y in corners)
-    return chart
-
-
-# ------------------------------------------------------------------------------------------------- values
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -253,20 +196,6 @@ def phase_bar(result: RunResult) -> list[dict[str, Any]]:
         {"name": n, "seconds": num(s), "share": round(100 * s / total, 2), "color": COLORS[i]}
         for i, (n, s) in enumerate(zip(names, seconds))
     ]
-
-
-def column(key: str) -> dict[str, str]:
-    """A comparison-table header: its key, and its direction (arrow, tooltip) where it has one."""
-    direction, meaning = COLUMNS.get(key) or (
-        (METRICS[key].direction, METRICS[key].definition) if key in METRICS else ("", "")
-    )
-    hint = f"{direction}: {meaning}" if direction and meaning else meaning
-    return {"key": key, "arrow": ARROWS.get(direction, ""), "hint": hint}
-
-
-def sort_key(value: Any) -> str:
-    """What a table cell sorts by: the exact number, else its text (the page's script compares numbers as such)."""
-    return repr(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else num(value)
 
 
 def command(provenance: Any) -> str:
@@ -354,105 +283,5 @@ def write_run_report(path: Path, run_dir: Path, result: RunResult) -> None:
         provenance=pairs(result.provenance),
         command=command(result.provenance),
         wandb=wandb_sync([run_dir], run_dir),
-    )
-    Path(path).write_text(html, encoding="utf-8")
-
-
-def sweep_command(sweep_dir: Path, jobs: list[Job]) -> str:
-    """The command that made the sweep: from Hydra's multirun.yaml, else rebuilt from the jobs' overrides."""
-    try:
-        overrides = yaml.safe_load((Path(sweep_dir) / SWEEP_FILE).read_text())["hydra"]["overrides"]
-        args = [o for o in overrides.get("hydra") or [] if not o.startswith("hydra.mode=")] + overrides["task"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        values: dict[str, list[str]] = {}
-        for job in jobs:
-            for override in job.result.provenance.overrides if job.result.provenance else []:
-                key, _, value = override.partition("=")
-                values.setdefault(key, [])
-                values[key] += [value] if value not in values[key] else []
-        args = [f"{key}={','.join(v)}" for key, v in values.items()]
-    return "python -m svdbench -m " + shlex.join(str(a) for a in args)
-
-
-def write_sweep_report(
-    path: Path,
-    out: Path,
-    jobs: list[Job],
-    table: list[dict[str, Any]],
-    sweep_dir: Path | None = None,
-    baseline: str = "opt.name=none",
-) -> None:
-    """The report.html of the jobs of `sweep_dir` (default `out`), written to `path` (a temporary name inside
-    `out`, the comparison's directory). `table` holds the rows of comparison.md, one per job, in order."""
-    from svdbench.compare import cell_text, job_label, shown_columns, swept_keys, table_notes
-
-    out = Path(out)
-    sweep_dir = Path(sweep_dir or out)
-    keys = swept_keys(jobs)
-    views = []
-    for i, job in enumerate(jobs):
-        view = run_view(job.result, job.directory, out)
-        calls = job.result.steps.per_call_s if job.result.steps else []
-        median_steps = [statistics.median(step) for step in zip(*calls)] if calls else []
-        anchor = "job-" + "".join(c if c.isalnum() else "-" for c in job.name)
-        label, color = job_label(job, keys), COLORS[i % len(COLORS)]
-        views.append(
-            {**view, "name": job.name, "label": label, "color": color, "anchor": anchor, "steps": median_steps}
-        )
-    rows = []
-    shown = [key for key in shown_columns(table) if key != OWN_ROW]
-    for view, row in zip(views, table):
-        cells = [
-            {
-                "text": cell_text(row, k),
-                "sort": sort_key(row[k]),
-                "title": view["spread"] if k == "latency_s" else row.get("warnings", "") if k == "job" else "",
-            }
-            for k in shown
-        ]
-        rows.append({"job": view, "cells": cells})
-    done = [(v, j) for v, j in zip(views, jobs) if j.ok and _finite(j.latency) and _finite(j.peak_memory_gib)]
-    device = any(j.result.peak_memory_kind == "device allocated" for _, j in done)
-    memory_label = "peak device memory, allocated (GiB)" if device else "peak host memory, resident (GiB)"
-    points = []
-    for v, j in done:
-        stats, verdict = j.result.latency.stats, j.verdict.verdict if j.verdict is not None else ""
-        interval = (stats.ci95_low, stats.ci95_high) if stats is not None and stats.ci95_low is not None else None
-        between = f" (95 %: {interval[0]:.4g}-{interval[1]:.4g} s)" if interval else ""
-        points.append(
-            {
-                "x": j.latency,
-                "y": j.peak_memory_gib,
-                "color": v["color"],
-                "stroke": VERDICT_STROKES.get(verdict, ""),
-                "interval": interval,
-                "href": "#" + v["anchor"],
-                "text": v["name"],
-                "title": f"job {v['name']} ({v['label']}): {j.latency:.4g} s{between}, {j.peak_memory_gib:.4g} GiB"
-                + (f", {verdict}" if verdict else ""),
-            }
-        )
-    environments: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        rows_ = pairs(job.result.environment)
-        environments.setdefault(repr(rows_), {"rows": rows_, "jobs": []})["jobs"].append(job.name)
-    html = render(
-        "sweep.html.j2",
-        title=f"svdbench sweep: {sweep_dir.resolve().name} ({len(jobs)} jobs)",
-        sweep_dir=str(sweep_dir.resolve()),
-        baseline=baseline,
-        statuses=sorted(Counter(job.result.status for job in jobs).items(), key=lambda kv: (kv[0] != "ok", kv[0])),
-        columns=[column(key) for key in shown],
-        notes=table_notes(jobs, table),
-        rows=rows,
-        jobs=views,
-        pareto=pareto_chart(points, memory_label),
-        pareto_png="pareto.png" if (out / "pareto.png").is_file() else "",
-        batch_png="batch.png" if (out / "batch.png").is_file() else "",
-        steps=step_chart([(f"job {v['name']} ({v['label']})", v["color"], v["steps"]) for v in views]),
-        environments=list(environments.values()),
-        command=sweep_command(sweep_dir, jobs),
-        cwd=next((j.result.provenance.cwd for j in jobs if j.result.provenance), ""),
-        wandb=wandb_sync([sweep_dir, *(j.directory for j in jobs)], out),
     )
     Path(path).write_text(html, encoding="utf-8")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from svdbench.compare import (
+from svdbench.comparison import (
     FEW_CALLS,
     NO_CALLS,
     NO_CI,

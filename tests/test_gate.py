@@ -63,7 +63,7 @@ def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
     assert expected_verdict({}, {}, dtype="fp32", baseline_dtype="fp32") == LOSSLESS
     assert expected_verdict({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32") == LOSSY
 
-    from svdbench.compare import Job, assign_verdicts
+    from svdbench.comparison import Job, assign_verdicts
     from svdbench.results import RunResult
 
     video = frames()
@@ -123,7 +123,7 @@ def test_failed_is_worse_than_meant_and_the_message_says_what_to_do():
 
 
 def test_threshold_comes_from_the_baselines_gate_setting(tmp_path):
-    from svdbench.compare import Job, min_psnr_for
+    from svdbench.comparison import Job, min_psnr_for
     from svdbench.results import RunResult
 
     base = Job(tmp_path, "0", {}, {"opt.name": "none", "gate.min_psnr_db": 12.5}, RunResult())

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from svdbench.compare import Job, assign_baselines
+from svdbench.comparison import Job, assign_baselines
 from svdbench.guide_claims import check_claims
 from svdbench.memory import MemoryPeak
 from svdbench.results import Latency, RunResult

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from svdbench.compare import pareto_front
+from svdbench.comparison import pareto_front
 
 from .conftest import FAST, REPO, offline_env, read_json, run_cli
 
@@ -118,7 +118,7 @@ def test_compare_command_line(compared_sweep):
 
 
 def test_baseline_is_the_plainest_job_with_otherwise_equal_settings(tmp_path):
-    from svdbench.compare import Job, assign_baselines
+    from svdbench.comparison import Job, assign_baselines
 
     def job(name, **config):
         base = {"opt.name": "none", "opt.decode_chunk_size": None, "max_guidance_scale": 3.0, "seed": 42}
