@@ -198,10 +198,15 @@ def config_flops(pipe, cfg: RunConfig) -> CallFlops:
     )
 
 
+def rate(tflop: float, seconds: float) -> float | None:
+    """TFLOP/s; None for a phase that took no measurable time."""
+    return tflop / seconds if seconds > 0 else None
+
+
 def utilization(flops: CallFlops, denoising_s: float, call_s: float, peak: float | None, source: str) -> dict:
     """Achieved TFLOP/s of the denoising loop and of the whole call, and MFU against `peak`."""
-    denoising_rate = flops.denoising_tflop / denoising_s if denoising_s > 0 else None
-    call_rate = flops.total_tflop / call_s if call_s > 0 else None
+    denoising_rate = rate(flops.denoising_tflop, denoising_s)
+    call_rate = rate(flops.total_tflop, call_s)
     return {
         **dataclasses.asdict(flops),
         "denoising_tflops_per_s": denoising_rate,

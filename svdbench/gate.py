@@ -14,7 +14,7 @@ the exact uint8 frames both saved (frames.npz):
 - `lossy`: below the threshold.
 - `unknown`: no verdict, with the reason (the job or its baseline failed, a side saved no frames, no baseline).
 
-What a mode is meant to be comes from `expected_verdict`, from its opt settings alone; a job fails the gate when
+What a mode is meant to be comes from `expectation`, from its opt settings alone; a job fails the gate when
 its verdict is worse than that (lossless < faithful < lossy), e.g. a mode meant to be lossless that is not.
 The reasons per setting are in `REASONS` and in docs/comparison.md.
 """
@@ -144,24 +144,12 @@ def expectation(
     return worst, [reason for verdict, reason in found if verdict != LOSSLESS]
 
 
-def expected_verdict(
-    opt: Mapping[str, Any],
-    baseline_opt: Mapping[str, Any] | None = None,
-    num_frames: int | None = None,
-    dtype: str | None = None,
-    baseline_dtype: str | None = None,
-) -> str:
-    """ "lossless", "faithful" or "lossy": what a job with these opt settings is meant to be against its baseline
-    (decode_chunk_size counts only where it differs from the baseline's; null and >= num_frames are the same)."""
-    return expectation(opt, baseline_opt, num_frames, dtype, baseline_dtype)[0]
-
-
 @dataclass
 class Verdict:
     """A job's frames against its baseline's."""
 
     verdict: str  # one of VERDICTS
-    expected: str | None  # expected_verdict of the job's settings (None for the baseline itself)
+    expected: str | None  # what the job's settings are meant to be (`expectation`) (None for the baseline itself)
     psnr_db: float | None = None
     max_diff: int | None = None  # largest |difference| of two uint8 values
     differing: float | None = None  # share of the uint8 values that differ

@@ -18,7 +18,7 @@ from PIL import ImageOps
 
 from svdbench.config import RunConfig
 from svdbench.energy import EnergyMeter, cost
-from svdbench.flops import config_flops, device_peak_tflops, utilization
+from svdbench.flops import config_flops, device_peak_tflops, rate, utilization
 from svdbench.identity import config_hash, frames_hash
 from svdbench.image import InputImageError, conditioning_image
 from svdbench.machine import MachineState, MachineWatch
@@ -379,15 +379,13 @@ def flop_report(
     pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype
 ) -> tuple[dict | None, list[str]]:
     """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing; and notes."""
+    assert result.phases is not None and result.median_s is not None
     try:
         flops = config_flops(pipe, cfg)
-        denoising_s = result.phases.denoising_s if result.phases else 0.0
-        achieved = flops.denoising_tflop / denoising_s if denoising_s > 0 else None
-        peak, source = device_peak_tflops(device, dtype, achieved)
+        peak, source = device_peak_tflops(device, dtype, rate(flops.denoising_tflop, result.phases.denoising_s))
     except Exception as exc:  # a model the counter cannot trace must not cost the timing results
         log.warning("FLOP counting failed: %s", exc)
         return None, [f"FLOPs not counted: {type(exc).__name__}: {exc}"]
-    assert result.phases is not None and result.median_s is not None
     report = utilization(flops, result.phases.denoising_s, result.median_s, peak, source)
     if cfg.opt.deepcache.enabled:  # the count is of the full UNet; DeepCache skips most of it on cached steps
         for key in ("denoising_tflops_per_s", "call_tflops_per_s", "mfu_denoising", "mfu_call"):

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from svdbench import gate
 from svdbench.compare import GATE_FAILED
 from svdbench.config import GATE_MIN_PSNR_DB
-from svdbench.gate import FAITHFUL, LOSSLESS, LOSSY, UNKNOWN, classify, expected_verdict, failure_message, judge
+from svdbench.gate import FAITHFUL, LOSSLESS, LOSSY, UNKNOWN, classify, expectation, failure_message, judge
 
 from .conftest import FAST, compose_config, run_cli, run_tiny
 
@@ -44,24 +44,24 @@ QUIET = [*FAST, "logger=none"]
     ],
 )
 def test_expected_verdict_of_each_setting(opt, expected):
-    assert expected_verdict(opt) == expected
+    assert expectation(opt)[0] == expected
 
 
 def test_decode_chunks_count_only_where_they_differ_from_the_baseline():
-    assert expected_verdict({"decode_chunk_size": 2}, {"decode_chunk_size": 2}) == LOSSLESS
-    assert expected_verdict({"decode_chunk_size": 2}, {"decode_chunk_size": 4}) == LOSSY
+    assert expectation({"decode_chunk_size": 2}, {"decode_chunk_size": 2})[0] == LOSSLESS
+    assert expectation({"decode_chunk_size": 2}, {"decode_chunk_size": 4})[0] == LOSSY
     # 14 frames decoded 14 (or more) at a time is one chunk, like null.
-    assert expected_verdict({"decode_chunk_size": 14}, {"decode_chunk_size": None}, num_frames=14) == LOSSLESS
-    assert expected_verdict({"decode_chunk_size": 25}, {}, num_frames=14) == LOSSLESS
-    assert expected_verdict({"decode_chunk_size": 7}, {}, num_frames=14) == LOSSY
+    assert expectation({"decode_chunk_size": 14}, {"decode_chunk_size": None}, num_frames=14)[0] == LOSSLESS
+    assert expectation({"decode_chunk_size": 25}, {}, num_frames=14)[0] == LOSSLESS
+    assert expectation({"decode_chunk_size": 7}, {}, num_frames=14)[0] == LOSSY
 
 
 def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
     # With --ignore dtype, a bf16 opt=none job is judged against an fp32 opt=none baseline: a change of
     # precision, which is what the threshold measures, not a mode meant to be lossless.
     assert gate.expectation({}, {}, dtype="bf16", baseline_dtype="fp32") == (FAITHFUL, [gate.REASONS["dtype"][1]])
-    assert expected_verdict({}, {}, dtype="fp32", baseline_dtype="fp32") == LOSSLESS
-    assert expected_verdict({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32") == LOSSY
+    assert expectation({}, {}, dtype="fp32", baseline_dtype="fp32")[0] == LOSSLESS
+    assert expectation({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32")[0] == LOSSY
 
     from svdbench.comparison import Job, assign_verdicts
     from svdbench.results import RunResult

@@ -24,6 +24,8 @@ import torch
 from svdbench.energy import EnergyMeter
 from svdbench.image import test_card
 
+from .pairs import median_pair_ratio
+
 pytestmark = pytest.mark.benchmark
 OVERHEAD_TARGET = 1.01  # issue 14: energy reading costs under 1 percent of the timed work
 
@@ -46,34 +48,23 @@ def _measure(benchmark, pipe, meter, sampled: bool):
     # About 0.2 s on an idle 2-core machine: about 8 samples at 20 ms, and 20 pairs in a few seconds.
     kwargs = dict(height=64, width=64, num_frames=4, num_inference_steps=4, output_type="np")
     image = test_card(64, 64)
-    bare_s, metered_s, outside_s = [], [], []
+    outside_s: list[float] = []
 
-    def timed_call() -> float:
+    def bare() -> float:
         start = time.perf_counter()
         pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)
         return time.perf_counter() - start
 
-    def bare():
-        bare_s.append(timed_call())
-
-    def metered():
+    def metered() -> float:
         outer = time.perf_counter()
         with meter.call():
-            inner = timed_call()
-        metered_s.append(inner)
+            inner = bare()  # timed inside the meter's block, as the runner times a call
         outside_s.append(time.perf_counter() - outer - inner)
+        return inner
 
     bare(), metered()  # warm both
-    rounds = iter(range(1000))
-
-    def pair():
-        first, second = (bare, metered) if next(rounds) % 2 == 0 else (metered, bare)
-        first()
-        second()
-
-    bare_s.clear(), metered_s.clear(), outside_s.clear()
-    benchmark.pedantic(pair, rounds=20, iterations=1)
-    ratio = statistics.median(m / b for m, b in zip(metered_s, bare_s))
+    outside_s.clear()
+    ratio, bare_s, metered_s = median_pair_ratio(benchmark, bare, metered)
     samples = [len(call.times) for call in meter.calls[1:]] or [0]
     benchmark.extra_info.update(
         bare_median_s=statistics.median(bare_s),

@@ -20,6 +20,7 @@ from svdbench.runner import run
 from svdbench.timing import CallProbe, Clock
 
 from ..conftest import typed_config
+from .pairs import median_pair_ratio
 
 pytestmark = pytest.mark.benchmark
 OVERHEAD_TARGET = 1.03  # svdbench's measured latency within 3 percent of a bare pipe(...) call
@@ -34,36 +35,22 @@ def test_harness_overhead_against_a_bare_pipeline_call(benchmark):
     for pipe in (bare_pipe, probed_pipe):
         pipe.set_progress_bar_config(disable=True)
     probe, tracker = CallProbe(probed_pipe, Clock(torch.device("cpu"))), MemoryTracker(torch.device("cpu"))
-    bare_s, harness_s = [], []
 
-    def bare():
+    def bare() -> float:
         start = time.perf_counter()
         bare_pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)
-        bare_s.append(time.perf_counter() - start)
+        return time.perf_counter() - start
 
-    def harnessed():
+    def harnessed() -> float:
         call = lambda: probed_pipe(  # noqa: E731
             image, generator=torch.Generator().manual_seed(0), callback_on_step_end=probe.on_step_end, **kwargs
         )
         with tracker.track():
             _, timing = probe.measure(call)
-        harness_s.append(timing.total_s)
+        return timing.total_s
 
     bare(), harnessed()  # warm both
-    rounds = iter(range(1000))
-
-    def pair():
-        # Alternate which side goes first, so that an order effect (caches, the allocator's state after
-        # the other call) is not booked as harness overhead.
-        first, second = (bare, harnessed) if next(rounds) % 2 == 0 else (harnessed, bare)
-        first()
-        second()
-
-    bare_s.clear(), harness_s.clear()
-    benchmark.pedantic(pair, rounds=20, iterations=1)
-    # The median of per-pair ratios: the machine drifts between speed regimes (calls of 0.83 s and of
-    # 1.05 s in one run), which moves a ratio of two medians by several percent but not a pair's ratio.
-    ratio = statistics.median(h / b for h, b in zip(harness_s, bare_s))
+    ratio, bare_s, harness_s = median_pair_ratio(benchmark, bare, harnessed)
     benchmark.extra_info.update(
         bare_median_s=statistics.median(bare_s), svdbench_median_s=statistics.median(harness_s), ratio=ratio
     )
