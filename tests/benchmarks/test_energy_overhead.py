@@ -28,10 +28,12 @@ from .pairs import median_pair_ratio
 
 pytestmark = pytest.mark.benchmark
 OVERHEAD_TARGET = 1.01  # issue 14: energy reading costs under 1 percent of the timed work
+NOISE_BOUND = 1.03  # what a ratio of two identical calls can show on this shared 2-core machine (test_harness.py)
 
 
 def test_energy_meter_overhead_as_a_run_uses_it_here(benchmark, tiny_pipeline):
-    _measure(benchmark, tiny_pipeline, EnergyMeter(torch.device("cpu"), "auto"), sampled=False)
+    # A call of about 0.5 s and 30 pairs, to narrow the noise (see the end of _measure).
+    _measure(benchmark, tiny_pipeline, EnergyMeter(torch.device("cpu"), "auto"), sampled=False, size=128, rounds=30)
 
 
 @pytest.mark.gpu
@@ -41,13 +43,14 @@ def test_energy_meter_overhead_sampling_the_gpu_counter(benchmark, tiny_pipeline
     _measure(benchmark, tiny_pipeline.to("cuda"), meter, sampled=True)
 
 
-def _measure(benchmark, pipe, meter, sampled: bool):
+def _measure(benchmark, pipe, meter, sampled: bool, size: int = 64, rounds: int = 20):
     if sampled:
         assert "gpu" in meter.sources  # the thread will sample the GPU counter every 20 ms
     pipe.set_progress_bar_config(disable=True)
-    # About 0.2 s on an idle 2-core machine: about 8 samples at 20 ms, and 20 pairs in a few seconds.
-    kwargs = dict(height=64, width=64, num_frames=4, num_inference_steps=4, output_type="np")
-    image = test_card(64, 64)
+    # 64x64: about 0.15 s on an idle 2-core machine, about 8 samples at 20 ms; 128x128: about 0.5 s.
+    frames = 4 if size <= 64 else 8
+    kwargs = dict(height=size, width=size, num_frames=frames, num_inference_steps=4, output_type="np")
+    image = test_card(size, size)
     outside_s: list[float] = []
 
     def bare() -> float:
@@ -64,7 +67,7 @@ def _measure(benchmark, pipe, meter, sampled: bool):
 
     bare(), metered()  # warm both
     outside_s.clear()
-    ratio, bare_s, metered_s = median_pair_ratio(benchmark, bare, metered)
+    ratio, bare_s, metered_s = median_pair_ratio(benchmark, bare, metered, rounds)
     samples = [len(call.times) for call in meter.calls[1:]] or [0]
     benchmark.extra_info.update(
         bare_median_s=statistics.median(bare_s),
@@ -80,4 +83,12 @@ def _measure(benchmark, pipe, meter, sampled: bool):
     )
     if sampled:
         assert min(samples) > 5  # the sampling thread ran during the calls
-    assert ratio < OVERHEAD_TARGET
+    # Whatever the meter reads, it reads outside the timed region: under 1 percent of a call.
+    assert statistics.median(outside_s) < (OVERHEAD_TARGET - 1) * statistics.median(bare_s)
+    if max(samples) > 2:  # a thread sampled counters during the calls: its cost is inside the timed region
+        assert ratio < OVERHEAD_TARGET
+    else:
+        # Nothing of the meter ran during the calls (no counter to sample on this machine), so the ratio can only
+        # show this machine's noise: bounded as the harness benchmark bounds it. Measured here with a meter
+        # that reads nothing: 0.986 to 1.025 over eight runs, which a 1 percent bound cannot tell from noise.
+        assert ratio < NOISE_BOUND
