@@ -42,6 +42,29 @@ def test_every_video_of_a_batch_is_the_unbatched_video_of_its_seed(tmp_path):
     assert not np.array_equal(videos[0], videos[1]) and not np.array_equal(videos[1], videos[2])
 
 
+def test_why_a_batch_repeats_the_image_instead_of_num_videos_per_prompt():
+    """What was found in diffusers 0.42.1: with one image and num_videos_per_prompt=B, the pipeline draws the
+    image's noise augmentation (randn_tensor of the image's shape, batch 1) from generator[0] only. So video
+    k > 0 shares video 0's augmentation noise and its generator skipped that draw: it is not the unbatched
+    video of its seed. Passing the image B times gives every video its own draw, in the unbatched order, so a
+    run does that. If the second assertion starts failing, diffusers has changed this."""
+    from svdbench.image import conditioning_image
+
+    pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=3)
+    pipe.set_progress_bar_config(disable=True)
+    image = conditioning_image(None, 64, 64)
+    settings = dict(height=64, width=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4, output_type="np")
+
+    def seeded(*seeds):
+        return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+    alone = pipe(image, generator=seeded(8)[0], **settings).frames[0]
+    repeated = pipe([image, image], generator=seeded(7, 8), **settings).frames
+    per_prompt = pipe(image, num_videos_per_prompt=2, generator=seeded(7, 8), **settings).frames
+    assert np.abs(repeated[1] - alone).max() < 1e-4
+    assert np.abs(per_prompt[1] - alone).max() > 1e-2
+
+
 def test_a_batch_reports_per_call_and_per_video_figures(tmp_path):
     result = run_tiny(tmp_path, "batch_size=2", "bench.repeats=2")
     assert result.status == "ok", result.reason

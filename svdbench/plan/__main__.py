@@ -166,7 +166,7 @@ def call_tflop(cfg, dtype: str) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = pristine_pipeline(cfg.model.architecture, TORCH_DTYPES[dtype])
-    batch = int(getattr(cfg, "batch_size", 1) or 1)
+    batch = cfg.batch_size
     flops = config_flops(pipe, cfg)
     result = dataclasses.asdict(flops)
     if batch > 1:  # several videos per call: the UNet and the decode scale with the batch
@@ -207,7 +207,7 @@ def plan(options: Options) -> dict[str, Any]:
             "num_inference_steps": cfg.num_inference_steps,
             "guidance": cfg.max_guidance_scale > 1.0,
             "decode_chunk_size": cfg.opt.decode_chunk_size,
-            "batch_size": int(getattr(cfg, "batch_size", 1) or 1),
+            "batch_size": cfg.batch_size,
             "device": target.device,
             "dtype": target.dtype,
             "overrides": options.overrides,

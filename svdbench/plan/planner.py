@@ -104,15 +104,15 @@ def resolve_target(cfg: RunConfig, device: str | None = None, dtype: str | None 
 def modelling_problem(cfg: RunConfig, target: Target) -> str | None:
     """Why the planner cannot model `cfg` on `target` (one sentence), or None when it can."""
     opt = cfg.opt
-    quantize = getattr(opt, "quantize", None)
-    if quantize not in (None, "none"):
+    quantize = opt.quantize
+    if quantize is not None:
         return (
             f"opt.quantize={quantize}: quantized weights and their kernels are not modelled yet (torchao's "
             "tensor subclasses change both the weight bytes and the activations)"
         )
-    if getattr(opt, "quantize_vae", False):
+    if opt.quantize_vae:
         return "opt.quantize_vae=true: quantized VAE weights are not modelled yet"
-    backend = getattr(opt, "attention_backend", "auto")
+    backend = opt.attention_backend
     if backend not in FUSED_BACKENDS:
         return (
             f"opt.attention_backend={backend}: the planner models the fused attention kernels (auto, flash, "
@@ -190,10 +190,10 @@ def simulation_key(cfg: RunConfig, target: Target) -> dict[str, Any]:
         "steps": min(cfg.num_inference_steps, SIMULATED_STEPS),
         "guided": cfg.max_guidance_scale > 1.0,
         "decode_chunk_size": min(opt.decode_chunk_size or cfg.num_frames, cfg.num_frames),
-        "batch_size": int(getattr(cfg, "batch_size", 1) or 1),
+        "batch_size": cfg.batch_size,
         "forward_chunk_size": opt.forward_chunk_size if opt.forward_chunking else None,
         "deepcache": [opt.deepcache.cache_interval, opt.deepcache.cache_branch_id] if opt.deepcache.enabled else None,
-        "fuse_qkv": bool(getattr(opt, "fuse_qkv", False)),
+        "fuse_qkv": opt.fuse_qkv,
         "versions": _versions(),
     }
 
@@ -205,7 +205,7 @@ def weights_key(cfg: RunConfig, target: Target) -> dict[str, Any]:
         "device": target.device,
         "dtype": target.dtype,
         "storage_dtype": cfg.opt.storage_dtype,
-        "fuse_qkv": bool(getattr(cfg.opt, "fuse_qkv", False)),
+        "fuse_qkv": cfg.opt.fuse_qkv,
         "versions": _versions(),
     }
 
@@ -460,8 +460,10 @@ def _predict(cfg: RunConfig, target: Target) -> Prediction:
             "torch.compile is predicted as eager PyTorch (Inductor's fused kernels can only need less activation "
             "memory; CUDA graphs add reserved, not allocated, memory)"
         )
-    if getattr(cfg, "batch_size", 1) != 1:
-        assumptions.append(f"batch_size={cfg.batch_size} videos per call as num_videos_per_prompt")
+    if cfg.batch_size != 1:
+        assumptions.append(
+            f"batch_size={cfg.batch_size}: the image {cfg.batch_size} times, one generator per video, as a run calls it"
+        )
     if cfg.model.weights == "pretrained":
         assumptions.append(f"pretrained weights are assumed to have the packaged {cfg.model.architecture} architecture")
     return Prediction(
