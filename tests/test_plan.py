@@ -266,7 +266,13 @@ def test_bad_overrides_get_exactly_the_message_of_a_run(tmp_path, bad):
 
 @pytest.mark.parametrize(
     "flag, words",
-    [("--gpu=nonsense", "Known GPUs"), ("--gpu-memory-gib=-3", "positive number"), ("--frobnicate", "--json")],
+    [
+        ("--gpu=nonsense", "Known GPUs"),
+        ("--gpu-memory-gib=-3", "positive number"),
+        ("--gpu-tflops=0", "dense peak TFLOP/s in the run's dtype as a positive number"),
+        ("--gpu-tflops", "needs a value"),
+        ("--frobnicate", "--json"),
+    ],
 )
 def test_bad_planner_flags_get_one_paragraph_and_exit_2(tmp_path, flag, words):
     proc = run_cli(tmp_path, flag, module="svdbench.plan", timeout=120)
@@ -306,7 +312,7 @@ def test_cli_json_fit_table_and_presets_that_fit(tmp_path, cli_cache):
 
     assert sorted(rows) == groups()["opt"]
     for name, row in rows.items():
-        if getattr(typed_config(f"opt={name}").opt, "quantize", None):  # torchao quantization: not modelled
+        if typed_config(f"opt={name}").opt.quantize:  # torchao quantization: not modelled
             assert row["status"] == "not modelled" and "quantize" in row["reason"] and row["peak_gib"] is None
             continue
         assert row["status"] == "modelled", row
@@ -329,6 +335,19 @@ def test_cli_markdown_names_the_peak_and_the_table(tmp_path, cli_cache):
     assert "Predicted peak allocated device memory of one call:" in proc.stdout
     assert "| decode" in proc.stdout and "fused SDPA" in proc.stdout
     assert "Time estimate on H100:" in proc.stdout and "## Fit table" not in proc.stdout
+
+
+def test_a_gpu_outside_the_table_gets_its_time_from_the_peak_given(cli_cache, monkeypatch):
+    from svdbench.plan.__main__ import parse, plan
+
+    monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(cli_cache))
+    given = plan(parse([*CLI_CONFIG, "--no-fit", "--gpu=my-gpu", "--gpu-tflops", "400"]))["time_estimate"]
+    listed = plan(parse([*CLI_CONFIG, "--no-fit", "--gpu=h100"]))["time_estimate"]
+    assert given["gpu"] == "my-gpu" and given["peak_tflops"] == 400 and "the given dense peak" in given["note"]
+    assert listed["gpu"] == "H100" and "the data-sheet dense peak" in listed["note"]
+    # the same FLOPs and efficiency: the time scales with the peak alone
+    assert given["efficiency"] == listed["efficiency"] == efficiency("none")
+    assert given["seconds"] == pytest.approx(listed["seconds"] * listed["peak_tflops"] / 400)
 
 
 @pytest.mark.slow

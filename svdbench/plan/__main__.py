@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-USAGE = """usage: python -m svdbench.plan [key=value ...] [group=option ...] [--json] [--gpu NAME] [--gpu-memory-gib N]
+USAGE = """usage: python -m svdbench.plan [key=value ...] [group=option ...] [--json] [--gpu NAME]
+       [--gpu-tflops N] [--gpu-memory-gib N]
 
 Predict the peak device memory (allocated, GiB = 2**30 bytes) of one pipeline call of the configuration the
 same overrides would run, without a GPU or weights, and which opt presets fit which GPU (docs/plan.md).
 
   --json              print JSON (top level: peak_gib, peak_phase, fit, ...) instead of Markdown
   --gpu NAME          estimate the time of a call on this GPU (h100, h200, a100, l40s, l4, a10, "rtx 4090", ...)
+  --gpu-tflops N      estimate it on a GPU of N dense TFLOP/s in the run's dtype (one not in svdbench's table;
+                      with --gpu NAME, N replaces that GPU's data-sheet peak)
   --gpu-memory-gib N  list the presets that fit in N GiB of device memory, fastest first
   --no-fit            only the configuration itself, no table of presets
   -h, --help          this help
@@ -43,6 +47,7 @@ class Options:
     overrides: list[str] = field(default_factory=list)
     json: bool = False
     gpu: str | None = None
+    gpu_tflops: float | None = None
     gpu_memory_gib: float | None = None
     fit: bool = True
     help: bool = False
@@ -61,50 +66,55 @@ def parse(argv: list[str]) -> Options:
             options.json = True
         elif arg == "--no-fit":
             options.fit = False
-        elif name in ("--gpu", "--gpu-memory-gib"):
+        elif name in EXAMPLES:
             if not has_value:
                 if not args or args[0].startswith("-"):
-                    raise BadInput(f"{name} needs a value, e.g. {name}={'h100' if name == '--gpu' else '24'}.")
+                    raise BadInput(f"{name} needs a value, e.g. {name}={EXAMPLES[name]}.")
                 value = args.pop(0)
             if name == "--gpu":
-                options.gpu = _gpu(value)
+                options.gpu = value
+            elif name == "--gpu-tflops":
+                options.gpu_tflops = _positive(name, value, "the GPU's dense peak TFLOP/s in the run's dtype")
             else:
-                options.gpu_memory_gib = _memory(value)
+                options.gpu_memory_gib = _positive(name, value, "the GPU's memory in GiB (a card sold as 24 GB)")
         elif arg in ("-m", "--multirun") or arg.startswith("-"):
             raise BadInput(
                 f"{arg}: the planner takes the overrides of one run (key=value, group=option) and its own flags "
-                "--json, --gpu NAME, --gpu-memory-gib N, --no-fit; it predicts one configuration (and prints a "
-                "table of every opt preset), so there is no sweep (-m) and no other flag. python -m svdbench.plan "
-                "--help shows the usage."
+                "--json, --gpu NAME, --gpu-tflops N, --gpu-memory-gib N, --no-fit; it predicts one configuration "
+                "(and prints a table of every opt preset), so there is no sweep (-m) and no other flag. python -m "
+                "svdbench.plan --help shows the usage."
             )
         else:
             options.overrides.append(arg)
+    if options.gpu is not None and options.gpu_tflops is None:
+        _check_gpu(options.gpu)
     return options
 
 
-def _gpu(name: str) -> str:
+# The planner's flags that take a value, with an example of one.
+EXAMPLES = {"--gpu": "h100", "--gpu-tflops": "300", "--gpu-memory-gib": "24"}
+
+
+def _check_gpu(name: str) -> None:
     from svdbench.flops import GPU_PEAK_TFLOPS
 
     known = [key for key, _ in GPU_PEAK_TFLOPS]
     if gpu_key(name) is None:
         raise BadInput(
             f"--gpu={name}: no peak FLOP rate is known for this GPU, so no time can be estimated. Known GPUs: "
-            f"{', '.join(known)} (svdbench/flops.py GPU_PEAK_TFLOPS); a name containing one of them works too."
+            f"{', '.join(known)} (svdbench/flops.py GPU_PEAK_TFLOPS); a name containing one of them works too, "
+            "or give its dense peak in the run's dtype with --gpu-tflops N."
         )
-    return name
 
 
-def _memory(value: str) -> float:
+def _positive(flag: str, value: str, what: str) -> float:
     try:
-        memory = float(value)
+        number = float(value)
     except ValueError:
-        memory = float("nan")
-    if not memory > 0 or memory == float("inf"):
-        raise BadInput(
-            f"--gpu-memory-gib={value} is not valid: give the GPU's memory in GiB as a positive number, e.g. "
-            "--gpu-memory-gib=24 (a card sold as 24 GB)."
-        )
-    return memory
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise BadInput(f"{flag}={value} is not valid: give {what} as a positive number, e.g. {flag}={EXAMPLES[flag]}.")
+    return number
 
 
 def compose(overrides: list[str]):
@@ -148,9 +158,14 @@ def gpu_key(name: str) -> str | None:
     return found[0] if found else None
 
 
-def _gpu_peak(gpu: str, dtype: str) -> tuple[str, float | None]:
+def _gpu_peak(options: Options, dtype: str) -> tuple[str, float | None]:
+    """The GPU of the time estimates and its dense peak TFLOP/s in `dtype`: --gpu-tflops as given, else --gpu's
+    data-sheet peak (svdbench.flops), else the H100's."""
     from svdbench.flops import gpu_peak_tflops
 
+    if options.gpu_tflops is not None:
+        return options.gpu or f"a GPU of {options.gpu_tflops:g} TFLOP/s", options.gpu_tflops
+    gpu = options.gpu or "H100"
     key = gpu_key(gpu)
     return (key, gpu_peak_tflops(key, dtype)) if key else (gpu, None)
 
@@ -219,10 +234,10 @@ def plan(options: Options) -> dict[str, Any]:
     }
     flops = call_tflop(cfg, target.dtype)
     report["flops_tflop"] = flops
-    if options.gpu:
+    if options.gpu or options.gpu_tflops:
         from svdbench.plan.fit import efficiency
 
-        name, peak = _gpu_peak(options.gpu, target.dtype)
+        name, peak = _gpu_peak(options, target.dtype)
         eff = efficiency(cfg.opt.name)
         seconds = flops["total_tflop"] / (peak * eff) if peak and eff else None
         report["time_estimate"] = {
@@ -231,8 +246,8 @@ def plan(options: Options) -> dict[str, Any]:
             "efficiency": eff,
             "seconds": seconds,
             "note": (
-                "estimate: FLOPs / (peak x the efficiency this opt preset reached on the H100 with SVD-XT, 576x1024, "
-                "fp16, docs/benchmarks.md)"
+                f"estimate: FLOPs / ({'the given' if options.gpu_tflops else 'the data-sheet'} dense peak x the "
+                "efficiency this opt preset reached on the H100 with SVD-XT, 576x1024, fp16, docs/benchmarks.md)"
                 if seconds
                 else f"no estimate: no {target.dtype} peak for {name}"
                 if not peak
@@ -243,7 +258,7 @@ def plan(options: Options) -> dict[str, Any]:
     if options.fit or options.gpu_memory_gib:
         user = [o for o in options.overrides if o.split("=", 1)[0].lstrip("+~") != "opt"]
         overrides = user if target.device == "cuda" else [*user, "device=cuda"]
-        gpu_name, gpu_peak = _gpu_peak(options.gpu or "H100", target.dtype)
+        gpu_name, gpu_peak = _gpu_peak(options, target.dtype)
         for preset in opt_presets():
             try:
                 preset_cfg = compose([*overrides, f"opt={preset}"])
@@ -324,4 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader stopped early (| head): not an error of the plan
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
