@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svdbench.config import (
     ConfigError,
+    RunConfig,
     lookup,
     register_configs,
     settings,
@@ -193,6 +194,15 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
             Singleton._instances[GlobalHydra] = running
         if runtime is not None and job_name is not None:
             runtime.set("name", job_name)
+
+
+def run_config(overrides: list[str]) -> RunConfig:
+    """The typed config a run of these overrides gets (composed as `check_command_line` composes it); for the
+    tools that take a run's overrides without running it, such as the planner."""
+    cfg = _compose(CONFIG_NAME, overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return to_run_config(cfg)
 
 
 def _options_text(group: str, options: list[str]) -> str:

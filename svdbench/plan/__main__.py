@@ -117,25 +117,6 @@ def _positive(flag: str, value: str, what: str) -> float:
     return number
 
 
-def compose(overrides: list[str]):
-    """The typed config the same overrides give a run (Hydra's compose API on the package's conf/)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    from svdbench.arguments import CONF_DIR, CONFIG_NAME, SCHEMA_MATCH
-    from svdbench.config import register_configs, to_run_config
-
-    register_configs()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="plan"):
-            cfg = hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return to_run_config(cfg)
-
-
 def opt_presets() -> list[str]:
     from svdbench.arguments import groups
 
@@ -193,6 +174,7 @@ def call_tflop(cfg, dtype: str) -> dict[str, float]:
 
 def plan(options: Options) -> dict[str, Any]:
     """Everything the planner prints, as a JSON-ready dict."""
+    from svdbench.arguments import run_config
     from svdbench.plan import CannotPredict, predict
     from svdbench.plan.fit import (
         CARD_SIZES_GB,
@@ -206,7 +188,7 @@ def plan(options: Options) -> dict[str, Any]:
     from svdbench.plan.planner import resolve_target
 
     started = time.perf_counter()
-    cfg = compose(options.overrides)
+    cfg = run_config(options.overrides)
     target = resolve_target(cfg)
     prediction = predict(cfg)  # CannotPredict goes to the caller: exit 3
     report: dict[str, Any] = {
@@ -261,7 +243,7 @@ def plan(options: Options) -> dict[str, Any]:
         gpu_name, gpu_peak = _gpu_peak(options, target.dtype)
         for preset in opt_presets():
             try:
-                preset_cfg = compose([*overrides, f"opt={preset}"])
+                preset_cfg = run_config([*overrides, f"opt={preset}"])
                 result = predict(preset_cfg)
             except CannotPredict as exc:
                 rows.append(FitRow(opt=preset, reason=str(exc)))
