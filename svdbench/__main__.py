@@ -20,17 +20,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from svdbench.arguments import SCHEMA_MATCH
-from svdbench.config import ConfigError, register_configs, to_run_config
-from svdbench.results import RunResult, now_iso
-from svdbench.rundir import SWEEP_ENV, write_record
-from svdbench.sweep_plugins import register_plugins
+from svdbench.config import SWEEP_ENV, ConfigError, register_configs, to_run_config
 
+# Only Hydra and the settings are imported up here, so that a bad command line is refused in half a second;
+# torch and everything that measures or writes come in once the settings are known to be good.
 register_configs()
 warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(composed: DictConfig) -> tuple[float, float] | None:
+    from svdbench.results import RunResult, now_iso
+    from svdbench.rundir import write_record
     from svdbench.runner import Measurement, run
     from svdbench.sweep import objectives, sweep_job
 
@@ -84,6 +85,8 @@ def cli() -> None:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
+    from svdbench.sweep_plugins import register_plugins
+
     register_plugins()
     try:
         main()

@@ -37,6 +37,9 @@ ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 QUANTIZE_MODES = ("int8_weight_only", "int8_dynamic", "float8_dynamic")
 # Where energy figures come from (energy.source): svdbench.energy says what each reads.
 ENERGY_SOURCES = ("auto", "zeus", "nvml", "none")
+# Set by a sweep for the job processes it starts: the job's directory is the sweep's to manage, and its
+# settings were checked before it started.
+SWEEP_ENV = "SVDBENCH_SWEEP"
 # Videos per pipeline call above this are a typo here (SVD-XT at batch 2 already needs most of an 80 GB card).
 MAX_BATCH_SIZE = 256
 WANDB_MODES = ("offline", "online", "disabled")

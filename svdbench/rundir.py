@@ -31,7 +31,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from svdbench.config import RunConfig
+from svdbench.config import SWEEP_ENV, RunConfig
 from svdbench.dotted import flatten
 from svdbench.files import DirectoryBusy, DirectoryLock, atomic_path, describe_os_error
 from svdbench.identity import environment, is_presentation, provenance
@@ -42,8 +42,6 @@ log = logging.getLogger("svdbench")
 STEPS_FILE = "steps.csv"
 ERROR_FILE = "error.txt"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-# Set by a sweep for the job processes it starts: the job's directory is the sweep's to manage.
-SWEEP_ENV = "SVDBENCH_SWEEP"
 SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the sweep directory
 # Free inodes a run needs: its files, their temporary names, the W&B run's files.
 INODES_NEEDED = 64

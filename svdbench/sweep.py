@@ -28,10 +28,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from svdbench.config import RunConfig
+from svdbench.config import SWEEP_ENV, RunConfig
 from svdbench.identity import config_hash
 from svdbench.results import RESULTS_FILE, ResultsError, RunResult, now_iso
-from svdbench.rundir import SWEEP_ENV, set_aside, write_record
+from svdbench.rundir import set_aside, write_record
 
 log = logging.getLogger("svdbench.sweep")
 

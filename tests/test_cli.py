@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import yaml
 
 from svdbench.video import read_video
 
-from .conftest import FAST, read_json, run_cli
+from .conftest import FAST, offline_env, read_json, run_cli
 
 
 def test_default_run_end_to_end(tmp_path):
@@ -111,6 +114,22 @@ def test_invalid_settings_stop_before_anything_is_written(tmp_path, args, messag
     assert proc.stderr.count("error: ") == 1 and "Traceback" not in proc.stderr
     assert proc.stdout == ""  # with --cfg: no config printed either
     assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_bad_command_line_is_refused_before_torch_is_imported(tmp_path):
+    """The entry point stays thin: a typo costs Hydra's import and the check, not torch's and diffusers'."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "svdbench", "batch_size=0"],
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "batch_size=0 is invalid" in proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "hydra" in imported and "svdbench.config" in imported  # what the check needs, so -X importtime works
+    assert not {"torch", "diffusers", "numpy"} & imported
 
 
 def test_help_names_svdbench_and_lists_every_setting(tmp_path):

@@ -213,7 +213,7 @@ def test_the_space_check_says_what_it_found_and_follows_the_settings(tmp_path):
         ('{"status": "ok", "schema_version": 99}', "results schema version 99"),
     ],
 )
-def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_path, content, problem, capsys):
+def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_path, content, problem, capsys, caplog):
     bad = tmp_path / "sweep" / "1"
     bad.mkdir(parents=True)
     (bad / "results.json").write_text(content)
@@ -227,12 +227,14 @@ def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_pat
     good = tmp_path / "sweep" / "0"
     good.mkdir()
     (good / "results.json").write_bytes((finished_run / "results.json").read_bytes())
-    proc = run_cli(tmp_path, str(tmp_path / "sweep"), module="svdbench.compare")
-    assert proc.returncode == 0 and no_traceback(proc)
-    assert "Skipping a job" in proc.stderr and str(bad / "results.json") in proc.stderr
+    # (in this process: the command line of compare is tested in test_sweep.py; here, what it makes of the file)
+    assert compare_main([str(tmp_path / "sweep")]) == 0
+    skipped = [r.getMessage() for r in caplog.records if "Skipping a job" in r.getMessage()]
+    assert len(skipped) == 1 and str(bad / "results.json") in skipped[0] and problem in skipped[0]
     (good / "results.json").unlink()
-    alone = run_cli(tmp_path, str(tmp_path / "sweep"), module="svdbench.compare")
-    assert alone.returncode == 2 and no_traceback(alone) and problem in alone.stderr
+    capsys.readouterr()
+    assert compare_main([str(tmp_path / "sweep")]) == 2
+    assert problem in capsys.readouterr().err
 
 
 @pytest.mark.slow  # two sweeps in a row; CI runs it with -m slow
