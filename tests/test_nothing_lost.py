@@ -231,10 +231,11 @@ def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_pat
     assert compare_main([str(tmp_path / "sweep")]) == 0
     skipped = [r.getMessage() for r in caplog.records if "Skipping a job" in r.getMessage()]
     assert len(skipped) == 1 and str(bad / "results.json") in skipped[0] and problem in skipped[0]
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in capsys.readouterr().err
     (good / "results.json").unlink()
-    capsys.readouterr()
     assert compare_main([str(tmp_path / "sweep")]) == 2
-    assert problem in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err
 
 
 @pytest.mark.slow  # two sweeps in a row; CI runs it with -m slow
