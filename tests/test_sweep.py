@@ -87,6 +87,7 @@ def compared_sweep(tmp_path_factory):
     return tmp_path
 
 
+@pytest.mark.slow  # the four-job sweep of compared_sweep; CI runs it with -m slow
 def test_sweep_writes_a_comparison_against_the_baseline(compared_sweep):
     sweep = compared_sweep / "sweep"
     for name in ("comparison.md", "comparison.csv", "pareto.png"):
@@ -101,6 +102,7 @@ def test_sweep_writes_a_comparison_against_the_baseline(compared_sweep):
     assert "| job |" in (sweep / "comparison.md").read_text()
 
 
+@pytest.mark.slow  # the four-job sweep of compared_sweep; CI runs it with -m slow
 def test_compare_command_line(compared_sweep):
     proc = run_cli(compared_sweep, "sweep", "--out", "report", module="svdbench.compare")
     assert proc.returncode == 0, proc.stderr
