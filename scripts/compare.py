@@ -3,7 +3,7 @@
 
 import sys
 
-from svdbench.compare import main
+from svdbench.compare.command import main
 
 if __name__ == "__main__":
     sys.exit(main())

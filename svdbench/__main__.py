@@ -1,8 +1,8 @@
 """`python -m svdbench [overrides]`: compose the config, measure, write the run's record.
 
 This file only composes (Hydra), sets the exit status and handles signals. The measurement is
-`svdbench.runner.run`, the record on disk `svdbench.rundir.write_record`, and a multirun's job logic
-(one process per job, resume, failures as results) `svdbench.sweep`.
+`svdbench.runner.run`, the record on disk `svdbench.record.rundir.write_record`, and a multirun's job logic
+(one process per job, resume, failures as results) `svdbench.sweep.jobs`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from svdbench.arguments import SCHEMA_MATCH
-from svdbench.config import SWEEP_ENV, ConfigError, register_configs, to_run_config
+from svdbench.settings.arguments import SCHEMA_MATCH
+from svdbench.settings.config import SWEEP_ENV, ConfigError, register_configs, to_run_config
 
 # Only Hydra and the settings are imported up here, so that a bad command line is refused in half a second;
 # torch and everything that measures or writes come in once the settings are known to be good.
@@ -30,10 +30,10 @@ warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(composed: DictConfig) -> tuple[float, float] | None:
-    from svdbench.results import RunResult, now_iso
-    from svdbench.rundir import write_record
+    from svdbench.record.results import RunResult, now_iso
+    from svdbench.record.rundir import write_record
     from svdbench.runner import Measurement, run
-    from svdbench.sweep import objectives, sweep_job
+    from svdbench.sweep.jobs import objectives, sweep_job
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -43,7 +43,8 @@ def main(composed: DictConfig) -> tuple[float, float] | None:
     sweep = str(hydra_cfg.sweep.dir) if multirun else os.environ.get(SWEEP_ENV)
     try:
         cfg = to_run_config(composed)
-    except ConfigError as exc:  # checked before Hydra started (svdbench.arguments); a job of a sweep lands here
+    # Checked before Hydra started (svdbench.settings.arguments); a job of a sweep lands here.
+    except ConfigError as exc:
         failed = RunResult(status="error", reason=str(exc), finished_at=now_iso())
         write_record(None, run_dir, Measurement(failed), overrides, sweep)
         if multirun:
@@ -79,13 +80,13 @@ def cli() -> None:
     # the record's own writes say what failed.
     logging.raiseExceptions = False
     if not os.environ.get(SWEEP_ENV):  # a sweep checks its jobs' settings before it starts them
-        from svdbench.arguments import check_command_line
+        from svdbench.settings.arguments import check_command_line
 
         problem = check_command_line(sys.argv[1:])
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
-    from svdbench.sweep_plugins import register_plugins
+    from svdbench.sweep.plugins import register_plugins
 
     register_plugins()
     try:

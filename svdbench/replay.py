@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from svdbench.dotted import flatten
-from svdbench.files import write_json_atomic
-from svdbench.results import RESULTS_FILE, ResultsError, RunResult
-from svdbench.rundir import OVERRIDES_FILE, existing_record
+from svdbench.files.atomic import write_json_atomic
+from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
+from svdbench.record.rundir import OVERRIDES_FILE, existing_record
+from svdbench.settings.dotted import flatten
 
 REPORT_FILE = "replay.json"
 METRIC_RTOL = 1e-6  # identical frames give identical metrics up to float noise of multi-threaded kernels

@@ -2,7 +2,7 @@
 
 Read top to bottom in `_measure`; everything else here is small helpers and turning failures into
 results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes. Nothing here writes a file:
-`run` returns a `Measurement` (the results and the frames), and `svdbench.rundir` writes it.
+`run` returns a `Measurement` (the results and the frames), and `svdbench.record.rundir` writes it.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import numpy as np
 import torch
 from PIL import ImageOps
 
-from svdbench.config import RunConfig
-from svdbench.energy import EnergyMeter, cost
-from svdbench.flops import config_flops, device_peak_tflops, rate, utilization
-from svdbench.identity import config_hash, frames_hash
-from svdbench.image import InputImageError, conditioning_image
-from svdbench.machine import MachineState, MachineWatch
-from svdbench.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
+from svdbench.measure.energy import EnergyMeter, cost
+from svdbench.measure.flops import config_flops, device_peak_tflops, rate, utilization
+from svdbench.measure.machine import MachineState, MachineWatch
+from svdbench.measure.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
+from svdbench.measure.profile import profile_call
+from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats
+from svdbench.media.image import InputImageError, conditioning_image
+from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
-from svdbench.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, call_arguments, dtype_name
-from svdbench.optimizations import (
+from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, call_arguments, dtype_name
+from svdbench.pipeline.optimizations import (
     Unsupported,
     apply_optimizations,
     call_context,
@@ -33,10 +34,9 @@ from svdbench.optimizations import (
     inspect_pipeline,
 )
 from svdbench.plan import try_predict
-from svdbench.profile import profile_call
-from svdbench.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
-from svdbench.timing import CallProbe, CallTiming, Clock, Stats
-from svdbench.video import BadFrames, to_uint8
+from svdbench.record.identity import config_hash, frames_hash
+from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
+from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     clock.sync()
     startup.build_s = time.perf_counter() - started
     setup: dict[str, float] = {}
-    pipe = apply_optimizations(pipe, cfg.opt, device, timings=setup)
+    pipe = apply_optimizations(pipe, cfg.opt, device, timed=lambda key: clock.section(setup, key))
     startup.placement_s, startup.optimize_s = setup.get("placement_s"), setup.get("optimize_s")
     result.applied = inspect_pipeline(pipe)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from svdbench.config import RunConfig, register_configs, to_run_config
-from svdbench.results import RunResult
-from svdbench.rundir import write_record
+from svdbench.record.results import RunResult
+from svdbench.record.rundir import write_record
 from svdbench.runner import run
+from svdbench.settings.config import RunConfig, register_configs, to_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -109,7 +109,7 @@ def tiny_pipeline():
     """A tiny random pipeline on the CPU, built once per session (read-only use)."""
     import torch
 
-    from svdbench.models import build_random_pipeline
+    from svdbench.pipeline.models import build_random_pipeline
 
     return build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from svdbench.models import build_random_pipeline
+from svdbench.pipeline.models import build_random_pipeline
 from svdbench.runner import oom_reason
 from tests.conftest import FAST, read_json, run_cli, run_tiny, typed_config
 
@@ -48,7 +48,7 @@ def test_why_a_batch_repeats_the_image_instead_of_num_videos_per_prompt():
     k > 0 shares video 0's augmentation noise and its generator skipped that draw: it is not the unbatched
     video of its seed. Passing the image B times gives every video its own draw, in the unbatched order, so a
     run does that. If the second assertion starts failing, diffusers has changed this."""
-    from svdbench.image import conditioning_image
+    from svdbench.media.image import conditioning_image
 
     pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=3)
     pipe.set_progress_bar_config(disable=True)
@@ -117,7 +117,7 @@ def test_random_weights_say_nothing_was_read_from_disk(tmp_path):
 def test_an_out_of_memory_batch_names_its_batch_size():
     """The reason an `oom` result gets (real function, a real exception object; no allocation fails here)."""
     cfg = typed_config("batch_size=4")
-    from svdbench.results import RunResult
+    from svdbench.record.results import RunResult
 
     reason = oom_reason(MemoryError("can't allocate memory"), cfg, RunResult())
     assert "batch_size=4" in reason and "a smaller batch_size" in reason

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from svdbench.comparison import (
+from svdbench.compare.jobs import (
     FEW_CALLS,
     NO_CALLS,
     NO_CI,
@@ -34,9 +34,9 @@ from svdbench.comparison import (
     table_notes,
     to_markdown,
 )
-from svdbench.memory import MemoryPeak
-from svdbench.results import RunResult
-from svdbench.timing import Stats, median_interval
+from svdbench.measure.memory import MemoryPeak
+from svdbench.measure.timing import Stats, median_interval
+from svdbench.record.results import RunResult
 
 from .conftest import FAST, compose_config, run_cli, run_tiny
 

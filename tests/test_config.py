@@ -16,8 +16,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from svdbench.arguments import check_command_line, job_problem, unknown_setting
-from svdbench.config import MAX_MEASURED_CALLS, ConfigError, lookup, settings, to_run_config
+from svdbench.settings.arguments import check_command_line, job_problem, unknown_setting
+from svdbench.settings.config import MAX_MEASURED_CALLS, ConfigError, lookup, settings, to_run_config
 
 from .conftest import CONF_DIR, REPO, offline_env, run_cli, typed_config
 
@@ -568,7 +568,7 @@ def test_unknown_setting_names_the_alternatives():
 
 def test_checking_the_command_line_is_fast_and_imports_no_torch():
     code = (
-        "import sys, time; t = time.perf_counter(); from svdbench.arguments import check_command_line; "
+        "import sys, time; t = time.perf_counter(); from svdbench.settings.arguments import check_command_line; "
         "problem = check_command_line(['opt=chunking', 'height=500']); "
         "print(time.perf_counter() - t, 'torch' in sys.modules, problem is not None)"
     )

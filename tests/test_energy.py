@@ -1,4 +1,4 @@
-"""svdbench/energy.py: the meter on this machine for real (no GPU, no RAPL: null figures with reasons), the
+"""svdbench/measure/energy.py: the meter on this machine for real (no GPU, no RAPL: null figures with reasons), the
 arithmetic of per-video figures, phases and prices, and the GPU and RAPL paths on fake counters (no NVML
 counter or RAPL zone exists on the CPU machines these tests run on)."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from svdbench import energy as energy_module
-from svdbench.energy import ENERGY_SOURCES, CallEnergy, EnergyMeter, _Call, cost
+from svdbench.measure import energy as energy_module
+from svdbench.measure.energy import ENERGY_SOURCES, CallEnergy, EnergyMeter, _Call, cost
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)

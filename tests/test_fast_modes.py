@@ -16,11 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svdbench.config import ConfigError, OptConfig
-from svdbench.image import conditioning_image
+from svdbench.measure.timing import Clock
+from svdbench.media.image import conditioning_image
+from svdbench.media.video import to_uint8
 from svdbench.metrics.fidelity import psnr
-from svdbench.models import build_random_pipeline
-from svdbench.optimizations import (
+from svdbench.pipeline.models import build_random_pipeline
+from svdbench.pipeline.optimizations import (
     Unsupported,
     applied_call_settings,
     apply_optimizations,
@@ -29,7 +30,7 @@ from svdbench.optimizations import (
     current_call_settings,
     inspect_pipeline,
 )
-from svdbench.video import to_uint8
+from svdbench.settings.config import ConfigError, OptConfig
 
 from .conftest import run_tiny, typed_config
 
@@ -44,7 +45,9 @@ def opt_config(*overrides: str) -> OptConfig:
 def make_pipe(opt: OptConfig, timings: dict | None = None):
     pipe = build_random_pipeline("tiny", torch.float32, CPU, seed=0)
     pipe.set_progress_bar_config(disable=True)
-    return apply_optimizations(pipe, opt, CPU, timings=timings)
+    clock = Clock(CPU)
+    timed = None if timings is None else (lambda key: clock.section(timings, key))
+    return apply_optimizations(pipe, opt, CPU, timed=timed)
 
 
 def generate(pipe, opt: OptConfig) -> np.ndarray:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from svdbench.config import ModelConfig
-from svdbench.files import write_json_atomic
-from svdbench.models import WeightsNotFound, build_random_pipeline, resolve_pretrained_dir
-from svdbench.rundir import OutputLocationError, check_output_location
+from svdbench.files.atomic import write_json_atomic
+from svdbench.pipeline.models import WeightsNotFound, build_random_pipeline, resolve_pretrained_dir
+from svdbench.record.rundir import OutputLocationError, check_output_location
+from svdbench.settings.config import ModelConfig
 
 from .conftest import FAST, offline_env, read_json, run_cli, start_cli, wait_for
 

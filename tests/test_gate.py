@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from svdbench import gate
-from svdbench.compare import GATE_FAILED
-from svdbench.config import GATE_MIN_PSNR_DB
-from svdbench.gate import FAITHFUL, LOSSLESS, LOSSY, UNKNOWN, classify, expectation, failure_message, judge
+from svdbench.compare import gate
+from svdbench.compare.command import GATE_FAILED
+from svdbench.compare.gate import FAITHFUL, LOSSLESS, LOSSY, UNKNOWN, classify, expectation, failure_message, judge
+from svdbench.settings.config import GATE_MIN_PSNR_DB
 
 from .conftest import FAST, compose_config, run_cli, run_tiny
 
@@ -63,8 +63,8 @@ def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
     assert expectation({}, {}, dtype="fp32", baseline_dtype="fp32")[0] == LOSSLESS
     assert expectation({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32")[0] == LOSSY
 
-    from svdbench.comparison import Job, assign_verdicts
-    from svdbench.results import RunResult
+    from svdbench.compare.jobs import Job, assign_verdicts
+    from svdbench.record.results import RunResult
 
     video = frames()
     off = video.copy()
@@ -123,8 +123,8 @@ def test_failed_is_worse_than_meant_and_the_message_says_what_to_do():
 
 
 def test_threshold_comes_from_the_baselines_gate_setting(tmp_path):
-    from svdbench.comparison import Job, min_psnr_for
-    from svdbench.results import RunResult
+    from svdbench.compare.jobs import Job, min_psnr_for
+    from svdbench.record.results import RunResult
 
     base = Job(tmp_path, "0", {}, {"opt.name": "none", "gate.min_psnr_db": 12.5}, RunResult())
     job = Job(tmp_path, "1", {}, {"opt.name": "chunking", "gate.min_psnr_db": 99.0}, RunResult(), baseline=base)
@@ -140,8 +140,8 @@ def test_threshold_comes_from_the_baselines_gate_setting(tmp_path):
 
 def write_job(sweep: Path, name: str, overrides: list[str], video: np.ndarray) -> None:
     """A job as a sweep leaves it, with `video` as its frames: results.json, frames.npz and the .hydra/ config."""
-    from svdbench.results import RunResult
-    from svdbench.timing import Stats
+    from svdbench.measure.timing import Stats
+    from svdbench.record.results import RunResult
 
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdbench.image import InputImageError, conditioning_image, load_image, test_card
+from svdbench.media.image import InputImageError, conditioning_image, load_image, test_card
 
 from .conftest import returns_quickly
 

@@ -1,4 +1,4 @@
-"""svdbench/machine.py: the CPU state of this machine for real, the busy-machine threshold on given loads, and
+"""svdbench/measure/machine.py: the CPU state of this machine for real, the busy-machine threshold on given loads, and
 the GPU path on a fake NVML (no NVML device exists on the CPU machines these tests run on)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import psutil
 import pytest
 import torch
 
-from svdbench import machine
-from svdbench.machine import GIB, MachineWatch, busy_warning, cpu_state, decode_clock_reasons
+from svdbench.measure import machine
+from svdbench.measure.machine import GIB, MachineWatch, busy_warning, cpu_state, decode_clock_reasons
 
 CUDA = torch.device("cuda", 0)
 
@@ -196,7 +196,7 @@ def test_the_memory_trackers_nvml_figure_is_this_process_on_the_gpu_cuda_visible
     # CUDA_VISIBLE_DEVICES naming a UUID, CUDA device 0 is that GPU, not NVML's GPU 0.
     import pynvml
 
-    from svdbench.memory import _nvml_process_bytes
+    from svdbench.measure.memory import _nvml_process_bytes
 
     asked = []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-feed-0001")

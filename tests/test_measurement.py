@@ -11,7 +11,7 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from torch import nn
 
-from svdbench.flops import (
+from svdbench.measure.flops import (
     _meta_copy,
     call_flops,
     count_flops,
@@ -21,10 +21,10 @@ from svdbench.flops import (
     utilization,
     vae_decode_flops,
 )
-from svdbench.image import test_card
-from svdbench.memory import GIB, MemoryTracker
-from svdbench.models import _read, architecture_dir, build_random_pipeline, meta_module
-from svdbench.timing import CallProbe, Clock, Stats
+from svdbench.measure.memory import GIB, MemoryTracker
+from svdbench.measure.timing import CallProbe, Clock, Stats
+from svdbench.media.image import test_card
+from svdbench.pipeline.models import _read, architecture_dir, build_random_pipeline, meta_module
 
 from .conftest import run_tiny
 
@@ -206,7 +206,7 @@ def test_gpu_peak_table_and_mfu():
     assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
     assert gpu_peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None  # no bf16 tensor cores
     assert gpu_peak_tflops("Some Future GPU", "fp16") is None
-    from svdbench.flops import CallFlops
+    from svdbench.measure.flops import CallFlops
 
     flops = CallFlops(
         unet_per_step_tflop=160, denoising_tflop=4000, vae_decode_tflop=170, conditioning_tflop=30, total_tflop=4200
@@ -219,7 +219,7 @@ def test_gpu_peak_table_and_mfu():
 
 def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(tmp_path))
-    from svdbench import flops
+    from svdbench.measure import flops
 
     monkeypatch.setattr(flops, "PEAK_CACHE", flops._JsonCache("cpu_peaks.json"))
     peak, source = device_peak_tflops(CPU, torch.float32)
@@ -233,7 +233,7 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
 def test_cpu_peak_cached_under_load_is_measured_again_when_a_run_beats_it(tmp_path, monkeypatch):
     # A peak measured while the machine was busy reads low, and every later run's MFU would exceed 1.
     monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(tmp_path))
-    from svdbench import flops
+    from svdbench.measure import flops
 
     monkeypatch.setattr(flops, "PEAK_CACHE", flops._JsonCache("cpu_peaks.json"))
     true_peak, _ = device_peak_tflops(CPU, torch.float32)

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdbench.image import test_card
+from svdbench.media.image import test_card
+from svdbench.media.video import to_uint8, write_mp4
 from svdbench.metrics import METRICS, PSNR_IDENTICAL, compute_suite, flow, paired_chunk_psnr, psnr, ssim
 from svdbench.metrics.__main__ import main as metrics_main
 from svdbench.metrics.definitions import DOC, HIGHER, LOWER, NA, markdown_table
 from svdbench.metrics.fidelity import decode_to_uint8
 from svdbench.metrics.plots import save_filmstrip, save_flicker_plot
 from svdbench.metrics.suite import SEAM_FLOOR_LUMA, SEAM_FLOOR_WARP, STATIC_PX_PER_256, boundary_pairs
-from svdbench.video import to_uint8, write_mp4
 
 from .conftest import offline_env, returns_quickly
 
@@ -484,7 +484,7 @@ def one_torch_thread():
 def test_paired_chunk_psnr_on_the_tiny_pipeline(tiny_pipeline, one_torch_thread):
     import torch
 
-    from svdbench.image import test_card
+    from svdbench.media.image import test_card
 
     latents = {}
 

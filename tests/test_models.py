@@ -11,8 +11,7 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from svdbench.config import ModelConfig
-from svdbench.models import (
+from svdbench.pipeline.models import (
     WeightsNotFound,
     _read,
     architecture_dir,
@@ -21,6 +20,7 @@ from svdbench.models import (
     meta_module,
     resolve_pretrained_dir,
 )
+from svdbench.settings.config import ModelConfig
 
 from .conftest import read_json, run_cli, run_tiny
 
@@ -66,7 +66,7 @@ def test_pretrained_loader_reads_a_saved_pipeline_back(tmp_path):
     )
     assert random_run.status == "ok" and loaded_run.status == "ok", loaded_run.reason
     assert loaded_run.weights == "pretrained"
-    from svdbench.video import read_video
+    from svdbench.media.video import read_video
 
     frames_random, _ = read_video(tmp_path / "random" / "video.mp4")
     frames_loaded, _ = read_video(tmp_path / "loaded" / "video.mp4")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from svdbench import replay
-from svdbench.compare import main as compare_main
-from svdbench.results import ResultsError, RunResult
-from svdbench.rundir import OutputLocationError, check_output_location, needed_bytes
+from svdbench.compare.command import main as compare_main
+from svdbench.record.results import ResultsError, RunResult
+from svdbench.record.rundir import OutputLocationError, check_output_location, needed_bytes
 
 from .conftest import FAST, compose_config, offline_env, read_json, run_cli, start_cli, wait_for
 

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from svdbench.arguments import check_command_line
-from svdbench.config import ConfigError, GroupOffloadConfig, OptConfig
-from svdbench.image import conditioning_image
-from svdbench.models import build_random_pipeline
-from svdbench.optimizations import (
+from svdbench.media.image import conditioning_image
+from svdbench.pipeline.models import build_random_pipeline
+from svdbench.pipeline.optimizations import (
     Unsupported,
     apply_optimizations,
     check_supported,
     enable_group_offload,
     inspect_pipeline,
 )
+from svdbench.settings.arguments import check_command_line
+from svdbench.settings.config import ConfigError, GroupOffloadConfig, OptConfig
 
 from .conftest import CONF_DIR, run_tiny, typed_config
 

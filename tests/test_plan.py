@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from svdbench.models import build_random_pipeline, call_arguments
+from svdbench.pipeline.models import build_random_pipeline, call_arguments
 from svdbench.plan import CannotPredict, predict
 from svdbench.plan import planner as plan_predict
 from svdbench.plan.fit import CARD_SIZES_GB, efficiency
@@ -39,7 +39,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 def measured_peak_bytes(pipe, cfg) -> int:
     """The peak of live tensor bytes, weights included, during one real call of `pipe` on the CPU."""
-    from svdbench.image import conditioning_image
+    from svdbench.media.image import conditioning_image
 
     image = conditioning_image(None, cfg.width, cfg.height)
     tracker = LiveBytes()
@@ -127,7 +127,7 @@ def test_cpu_prediction_matches_real_small_pipeline_at_native_sizes(small_cpu, o
 def test_fused_qkv_and_a_batch_of_videos_on_the_cpu():
     """opt.fuse_qkv adds fused projection layers (the unfused ones stay) and changes the attention inputs'
     layout; a batch is a list of pictures, as the runner passes it."""
-    from svdbench.optimizations import fuse_qkv_projections
+    from svdbench.pipeline.optimizations import fuse_qkv_projections
 
     pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
     fuse_qkv_projections(pipe)
@@ -140,7 +140,7 @@ def test_fused_qkv_and_a_batch_of_videos_on_the_cpu():
 def test_deepcache_cached_features_are_predicted_on_the_cpu(tiny_cpu):
     """DeepCache keeps the UNet's block outputs alive until the next call: the steady state (a second call
     with the first call's cache alive) is what the planner predicts."""
-    from svdbench.deepcache import enable_deepcache
+    from svdbench.pipeline.deepcache import enable_deepcache
 
     cfg = typed_config("device=cpu", "num_inference_steps=2", "opt=deepcache", "num_frames=3")
     pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=0)
@@ -308,7 +308,7 @@ def test_cli_json_fit_table_and_presets_that_fit(tmp_path, cli_cache):
     assert report["peak_gib"] == pytest.approx(expected.peak_gib)
     assert report["peak_phase"] == expected.peak_phase in ("conditioning", "denoising", "decode")
     rows = {row["opt"]: row for row in report["fit"]}
-    from svdbench.arguments import groups
+    from svdbench.settings.arguments import groups
 
     assert sorted(rows) == groups()["opt"]
     for name, row in rows.items():

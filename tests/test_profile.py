@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from svdbench.profile import BLOCK_KINDS, CATEGORIES, UNET, profile_call, save_profile_comparison
-from svdbench.results import Profile, RunResult
+from svdbench.measure.profile import BLOCK_KINDS, CATEGORIES, UNET, Profile, profile_call, save_profile_comparison
+from svdbench.record.results import RunResult
 
 from .conftest import run_tiny, typed_config
 
@@ -136,7 +136,7 @@ def test_a_comparison_of_profiled_jobs_draws_their_bars_side_by_side(profiled, t
     """compare() on a directory of jobs run with profile.enabled=true writes profiles.png beside its table."""
     import shutil
 
-    from svdbench.compare import compare
+    from svdbench.compare.command import compare
 
     run_dir, _ = profiled
     for job in ("0", "1"):

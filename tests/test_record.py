@@ -14,9 +14,9 @@ import yaml
 
 import svdbench
 from svdbench import replay
-from svdbench.identity import _git_state, config_hash
-from svdbench.results import Latency, RunResult
-from svdbench.timing import Stats
+from svdbench.measure.timing import Stats
+from svdbench.record.identity import _git_state, config_hash
+from svdbench.record.results import Latency, RunResult
 
 from .conftest import FAST, REPO, read_json, run_cli, typed_config
 

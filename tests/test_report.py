@@ -15,10 +15,10 @@ import pytest
 from markupsafe import escape as html_escape  # as Jinja2 escapes
 from omegaconf import OmegaConf
 
-from svdbench.compare import compare
-from svdbench.machine import MachineState
-from svdbench.report import REPORT_FILE, num, write_run_report
-from svdbench.results import RunResult
+from svdbench.compare.command import compare
+from svdbench.measure.machine import MachineState
+from svdbench.record.report import REPORT_FILE, num, write_run_report
+from svdbench.record.results import RunResult
 
 from .conftest import FAST, REPO, compose_config, read_json, run_cli, run_tiny
 
@@ -54,7 +54,7 @@ def local_links(page: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """One real run of the tiny model (its record written by svdbench.rundir.write_record)."""
+    """One real run of the tiny model (its record written by svdbench.record.rundir.write_record)."""
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     assert run_tiny(run_dir).status == "ok"
     return run_dir
@@ -286,7 +286,7 @@ def test_sweep_report_in_a_browser(tmp_path):
 
 
 def test_charts_leave_out_steps_without_a_number():
-    from svdbench.report import nice_ticks, step_chart
+    from svdbench.record.report import nice_ticks, step_chart
 
     chart = step_chart([("call 1", "#000", [0.5, float("nan"), 0.25])])
     assert chart is not None and "nan" not in chart.lines[0]["points"] and len(chart.dots) == 2

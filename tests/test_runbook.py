@@ -8,11 +8,11 @@ import re
 import pytest
 import yaml
 
-from svdbench.comparison import Job, assign_baselines
-from svdbench.guide_claims import check_claims
-from svdbench.memory import MemoryPeak
-from svdbench.results import Latency, RunResult
-from svdbench.timing import Stats
+from svdbench.compare.claims import check_claims
+from svdbench.compare.jobs import Job, assign_baselines
+from svdbench.measure.memory import MemoryPeak
+from svdbench.measure.timing import Stats
+from svdbench.record.results import Latency, RunResult
 
 from .conftest import CONF_DIR, FAST, read_json, run_cli, typed_config
 

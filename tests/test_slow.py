@@ -73,7 +73,7 @@ def test_the_batch_experiment_sweeps_batch_sizes_and_draws_throughput_against_ba
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from svdbench.results import RunResult
+    from svdbench.record.results import RunResult
 
     results = sorted(
         (RunResult.load(p) for p in (tmp_path / "sweep").glob("*/results.json")), key=lambda r: r.batch_size

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from svdbench.comparison import pareto_front
+from svdbench.compare.jobs import pareto_front
 
 from .conftest import FAST, REPO, offline_env, read_json, run_cli
 
@@ -120,7 +120,7 @@ def test_compare_command_line(compared_sweep):
 
 
 def test_baseline_is_the_plainest_job_with_otherwise_equal_settings(tmp_path):
-    from svdbench.comparison import Job, assign_baselines
+    from svdbench.compare.jobs import Job, assign_baselines
 
     def job(name, **config):
         base = {"opt.name": "none", "opt.decode_chunk_size": None, "max_guidance_scale": 3.0, "seed": 42}

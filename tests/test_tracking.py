@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from svdbench.results import RunResult
-from svdbench.tracking import run_name, wandb_summary
+from svdbench.record.results import RunResult
+from svdbench.record.tracking import run_name, wandb_summary
 
 from .conftest import FAST, offline_env, read_json, run_cli
 

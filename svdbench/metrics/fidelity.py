@@ -67,7 +67,7 @@ def decode_to_uint8(pipe, latents, num_frames: int, decode_chunk_size: int) -> n
     """Latents to uint8 frames (B x T x H x W x 3) exactly as the pipeline's decode and postprocessing do."""
     import torch
 
-    from svdbench.video import BadFrames, quantize
+    from svdbench.media.video import BadFrames, quantize
 
     with torch.no_grad():
         frames = pipe.decode_latents(latents, num_frames, decode_chunk_size)
@@ -77,7 +77,7 @@ def decode_to_uint8(pipe, latents, num_frames: int, decode_chunk_size: int) -> n
             f"Decoding with decode_chunk_size={decode_chunk_size} gave NaN or Inf values (fp16 overflow is the "
             "usual cause: try dtype=bf16 or dtype=fp32)."
         )
-    return quantize(video)  # as svdbench.video.to_uint8 made the run's frames
+    return quantize(video)  # as svdbench.media.video.to_uint8 made the run's frames
 
 
 def paired_chunk_psnr(pipe, latents, num_frames: int, decode_chunk_size: int) -> float:

@@ -3,7 +3,7 @@
 Every failure is a `VideoInputError` whose message says what was wrong and how to fix it; the CLI
 prints it and exits with status 2. Only regular files (after following symlinks) and folders are read: a
 named pipe would block forever and a device never ends. Images (frames and the reference) are turned
-upright by their EXIF Orientation tag, as photo apps show them and as svdbench.image loads input.path.
+upright by their EXIF Orientation tag, as photo apps show them and as svdbench.media.image loads input.path.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from svdbench.image import not_a_regular_file, to_rgb, upright
+from svdbench.media.image import not_a_regular_file, to_rgb, upright
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -89,7 +89,7 @@ def read_gif(path: Path) -> np.ndarray:
 
 
 def read_any_video(path: Path) -> np.ndarray:
-    from svdbench.video import read_video
+    from svdbench.media.video import read_video
 
     try:
         frames, _ = read_video(path)

@@ -53,7 +53,7 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(
             f"The metrics need uint8 RGB frames shaped T x H x W x 3 with T >= 1; got dtype {frames.dtype} and "
-            f"shape {frames.shape}. Convert float frames in [0, 1] with svdbench.video.to_uint8, and grey or "
+            f"shape {frames.shape}. Convert float frames in [0, 1] with svdbench.media.video.to_uint8, and grey or "
             "RGBA frames to RGB first."
         )
     if frames.shape[1] < 16 or frames.shape[2] < 16:

@@ -96,13 +96,13 @@ EXAMPLES = {"--gpu": "h100", "--gpu-tflops": "300", "--gpu-memory-gib": "24"}
 
 
 def _check_gpu(name: str) -> None:
-    from svdbench.flops import GPU_PEAK_TFLOPS
+    from svdbench.measure.flops import GPU_PEAK_TFLOPS
 
     known = [key for key, _ in GPU_PEAK_TFLOPS]
     if gpu_key(name) is None:
         raise BadInput(
             f"--gpu={name}: no peak FLOP rate is known for this GPU, so no time can be estimated. Known GPUs: "
-            f"{', '.join(known)} (svdbench/flops.py GPU_PEAK_TFLOPS); a name containing one of them works too, "
+            f"{', '.join(known)} (svdbench/measure/flops.py GPU_PEAK_TFLOPS); a name containing one of them works too, "
             "or give its dense peak in the run's dtype with --gpu-tflops N."
         )
 
@@ -118,7 +118,7 @@ def _positive(flag: str, value: str, what: str) -> float:
 
 
 def opt_presets() -> list[str]:
-    from svdbench.arguments import groups
+    from svdbench.settings.arguments import groups
 
     return groups()["opt"]
 
@@ -126,7 +126,7 @@ def opt_presets() -> list[str]:
 def gpu_key(name: str) -> str | None:
     """The GPU_PEAK_TFLOPS entry `name` stands for: an exact name, else the longest one it contains, else the
     first one containing it ("h100" is the SXM H100, "h100 pcie" the PCIe one)."""
-    from svdbench.flops import GPU_PEAK_TFLOPS
+    from svdbench.measure.flops import GPU_PEAK_TFLOPS
 
     wanted = name.strip().lower()
     if not wanted:
@@ -141,8 +141,8 @@ def gpu_key(name: str) -> str | None:
 
 def _gpu_peak(options: Options, dtype: str) -> tuple[str, float | None]:
     """The GPU of the time estimates and its dense peak TFLOP/s in `dtype`: --gpu-tflops as given, else --gpu's
-    data-sheet peak (svdbench.flops), else the H100's."""
-    from svdbench.flops import gpu_peak_tflops
+    data-sheet peak (svdbench.measure.flops), else the H100's."""
+    from svdbench.measure.flops import gpu_peak_tflops
 
     if options.gpu_tflops is not None:
         return options.gpu or f"a GPU of {options.gpu_tflops:g} TFLOP/s", options.gpu_tflops
@@ -152,11 +152,11 @@ def _gpu_peak(options: Options, dtype: str) -> tuple[str, float | None]:
 
 
 def call_tflop(cfg, dtype: str) -> dict[str, float]:
-    """FLOPs of one call (svdbench.flops, counted on meta tensors and cached), TFLOP."""
+    """FLOPs of one call (svdbench.measure.flops, counted on meta tensors and cached), TFLOP."""
     import dataclasses
 
-    from svdbench.flops import config_flops
-    from svdbench.models import TORCH_DTYPES
+    from svdbench.measure.flops import config_flops
+    from svdbench.pipeline.models import TORCH_DTYPES
     from svdbench.plan.simulate import pristine_pipeline
 
     with warnings.catch_warnings():
@@ -174,7 +174,6 @@ def call_tflop(cfg, dtype: str) -> dict[str, float]:
 
 def plan(options: Options) -> dict[str, Any]:
     """Everything the planner prints, as a JSON-ready dict."""
-    from svdbench.arguments import run_config
     from svdbench.plan import CannotPredict, predict
     from svdbench.plan.fit import (
         CARD_SIZES_GB,
@@ -186,6 +185,7 @@ def plan(options: Options) -> dict[str, Any]:
         usable_gib,
     )
     from svdbench.plan.planner import resolve_target
+    from svdbench.settings.arguments import run_config
 
     started = time.perf_counter()
     cfg = run_config(options.overrides)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.help:
         print(USAGE)
         return 0
-    from svdbench.arguments import check_command_line
+    from svdbench.settings.arguments import check_command_line
 
     problem = check_command_line(options.overrides)
     if problem:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from svdbench.config import RunConfig
+from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def modelling_problem(cfg: RunConfig, target: Target) -> str | None:
             "refuses it (unsupported), so there is nothing to predict"
         )
     if opt.deepcache.enabled:
-        from svdbench.deepcache import DeepCacheUnavailable, check_branch
+        from svdbench.pipeline.deepcache import DeepCacheUnavailable, check_branch
 
         blocks = _unet_config(cfg.model.architecture).get("down_block_types", [])
         try:
@@ -157,7 +157,7 @@ def modelling_problem(cfg: RunConfig, target: Target) -> str | None:
 
 
 def _unet_config(architecture: str) -> dict:
-    from svdbench.models import architecture_dir
+    from svdbench.pipeline.models import architecture_dir
 
     return json.loads((architecture_dir(architecture) / "unet" / "config.json").read_text())
 
@@ -220,7 +220,7 @@ class PlanCache:
         self.loaded = False
 
     def _path(self):
-        from svdbench.flops import cache_dir
+        from svdbench.measure.flops import cache_dir
 
         return cache_dir() / self.name
 
@@ -239,7 +239,7 @@ class PlanCache:
         return self.memory.get(digest)
 
     def put(self, key: dict[str, Any], value: Any) -> None:
-        from svdbench.files import write_json_atomic
+        from svdbench.files.atomic import write_json_atomic
 
         digest = self.digest(key)
         self.memory[digest] = value
@@ -274,7 +274,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _torch_dtype(name: str):
-    from svdbench.models import TORCH_DTYPES
+    from svdbench.pipeline.models import TORCH_DTYPES
 
     return TORCH_DTYPES[name]
 
@@ -308,20 +308,20 @@ def _simulation(cfg: RunConfig, target: Target, key: dict[str, Any], part: str) 
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    from svdbench.image import test_card
+    from svdbench.media.image import test_card
     from svdbench.plan.simulate import meta_pipeline, simulate
 
     with _quiet():
         pipe = meta_pipeline(cfg.model.architecture, _torch_dtype(target.dtype))
         if key["fuse_qkv"]:
-            from svdbench.optimizations import fuse_qkv_projections
+            from svdbench.pipeline.optimizations import fuse_qkv_projections
 
             fuse_qkv_projections(pipe)
         if cfg.opt.forward_chunking and part != "decode":
             pipe.unet.enable_forward_chunking(chunk_size=cfg.opt.forward_chunk_size, dim=0)
         calls = 1
         if cfg.opt.deepcache.enabled:
-            from svdbench.deepcache import enable_deepcache
+            from svdbench.pipeline.deepcache import enable_deepcache
 
             enable_deepcache(pipe, cfg.opt.deepcache)
             calls = 2  # DeepCache's cached features from the previous call are alive in the next one
@@ -355,7 +355,7 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
         return cached
     import torch
 
-    from svdbench.optimizations import STORAGE_TORCH_DTYPES
+    from svdbench.pipeline.optimizations import STORAGE_TORCH_DTYPES
     from svdbench.plan import weights as w
     from svdbench.plan.simulate import meta_pipeline, pristine_pipeline
 
@@ -365,7 +365,7 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
     with _quiet():
         pipe = (meta_pipeline if changed else pristine_pipeline)(cfg.model.architecture, dtype)
         if key["fuse_qkv"]:  # the fused projections are new layers beside the unfused ones (which stay)
-            from svdbench.optimizations import fuse_qkv_projections
+            from svdbench.pipeline.optimizations import fuse_qkv_projections
 
             fuse_qkv_projections(pipe)
     upcasts = dtype == torch.float16 and bool(pipe.vae.config.force_upcast)

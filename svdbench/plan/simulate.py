@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svdbench.models import architecture_dir, meta_module
+from svdbench.pipeline.models import architecture_dir, meta_module
 from svdbench.plan.tracker import LiveBytes
 from svdbench.plan.weights import SUB_PHASES
 

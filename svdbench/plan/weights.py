@@ -14,7 +14,7 @@ what diffusers and accelerate do during one `StableVideoDiffusionPipeline.__call
 - group (`enable_group_offload`): leaf_level moves one leaf at a time, with streams also the next one
   (prefetch); block_level moves `num_blocks_per_group` top-level blocks at a time (the largest such run of
   blocks, twice with streams), and keeps the component's modules outside any block list on the device. The
-  VAE runs without streams when it upcasts (svdbench.optimizations.enable_group_offload).
+  VAE runs without streams when it upcasts (svdbench.pipeline.optimizations.enable_group_offload).
 - storage_dtype (layerwise casting of the UNet): the cast layers' weights are stored in 1 byte, and one
   layer at a time is upcast to the compute dtype while it runs (the largest such layer is added).
 """

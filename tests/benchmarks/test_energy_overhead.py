@@ -21,8 +21,8 @@ import time
 import pytest
 import torch
 
-from svdbench.energy import EnergyMeter
-from svdbench.image import test_card
+from svdbench.measure.energy import EnergyMeter
+from svdbench.media.image import test_card
 
 from .pairs import median_pair_ratio
 

@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 
-from svdbench.image import test_card
-from svdbench.memory import MemoryTracker
-from svdbench.models import build_random_pipeline
-from svdbench.rundir import write_record
+from svdbench.measure.memory import MemoryTracker
+from svdbench.measure.timing import CallProbe, Clock
+from svdbench.media.image import test_card
+from svdbench.pipeline.models import build_random_pipeline
+from svdbench.record.rundir import write_record
 from svdbench.runner import run
-from svdbench.timing import CallProbe, Clock
 
 from ..conftest import typed_config
 from .pairs import median_pair_ratio

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdbench.image import test_card as make_test_card
+from svdbench.media.image import test_card as make_test_card
 from svdbench.metrics import compute_suite
 
 pytestmark = pytest.mark.benchmark

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from svdbench.comparison import assign_baselines, load_jobs, rows, swept_keys
-from svdbench.report import REPORT_FILE
-from svdbench.sweep_report import write_sweep_report
+from svdbench.compare.jobs import assign_baselines, load_jobs, rows, swept_keys
+from svdbench.compare.page import write_sweep_report
+from svdbench.record.report import REPORT_FILE
 
 from ..conftest import run_tiny
 from ..test_report import synthetic_sweep

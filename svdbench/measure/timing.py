@@ -1,0 +1,244 @@
+"""Timers for one pipeline call: total, phases and every denoising step.
+
+On CUDA every mark is an event recorded on the current stream and read only after a synchronize, so
+asynchronous kernel launches are timed where they run; on CPU a mark is `time.perf_counter()`.
+
+Phases are taken where the pipeline does them, by wrapping the pipeline's own methods on the instance:
+conditioning = `_encode_image` (CLIP) + `_encode_vae_image` (VAE encode), denoising = from the first
+`scheduler.scale_model_input` of the loop to the end of the last step, decode = `decode_latents`.
+Steps are delimited by `callback_on_step_end`; step 0 starts at the loop start, so all N steps are
+covered and nothing leaks between calls because every call starts from an empty record.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class Clock:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.method = "cuda-events" if self.cuda else "perf_counter"
+
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        if self.cuda:
+            return start.elapsed_time(end) / 1000.0
+        return end - start
+
+    @contextmanager
+    def section(self, spent: dict[str, float], key: str) -> Iterator[None]:
+        """Add the wall time of the block to spent[key], the device synchronized before and after (setup work
+        such as placement or an optimization's preparation, which no CUDA event brackets)."""
+        self.sync()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class CallTiming:
+    """Seconds spent in one pipeline call."""
+
+    total_s: float
+    conditioning_s: float
+    denoising_s: float
+    decode_s: float
+    steps_s: list[float]
+
+    @property
+    def other_s(self) -> float:
+        """Glue between the phases: preprocessing, latent setup, post-processing to arrays."""
+        return self.total_s - self.conditioning_s - self.denoising_s - self.decode_s
+
+
+@dataclass
+class _Marks:
+    start: Any = None
+    end: Any = None
+    conditioning: list[tuple[Any, Any]] = field(default_factory=list)
+    loop_start: Any = None
+    step_ends: list[Any] = field(default_factory=list)
+    decode: tuple[Any, Any] | None = None
+
+
+class CallProbe:
+    """Instruments a pipeline (once) and times each call made through `measure`."""
+
+    def __init__(self, pipe, clock: Clock):
+        self.pipe = pipe
+        self.clock = clock
+        self.marks = _Marks()
+        self.last_latents: torch.Tensor | None = None
+        self.wall_start = 0.0  # time.perf_counter() when the last call started (after a synchronize)
+        pipe._encode_image = self._interval(pipe._encode_image, self.marks_conditioning)
+        pipe._encode_vae_image = self._interval(pipe._encode_vae_image, self.marks_conditioning)
+        pipe.decode_latents = self._interval(pipe.decode_latents, self.marks_decode)
+        scale = pipe.scheduler.scale_model_input
+
+        def scale_model_input(*args, **kwargs):
+            if self.marks.loop_start is None:
+                self.marks.loop_start = self.clock.mark()
+            return scale(*args, **kwargs)
+
+        pipe.scheduler.scale_model_input = scale_model_input
+
+    def marks_conditioning(self, start: Any, end: Any) -> None:
+        self.marks.conditioning.append((start, end))
+
+    def marks_decode(self, start: Any, end: Any) -> None:
+        self.marks.decode = (start, end)
+
+    def _interval(self, fn: Callable, record: Callable[[Any, Any], None]) -> Callable:
+        def timed(*args, **kwargs):
+            start = self.clock.mark()
+            out = fn(*args, **kwargs)
+            record(start, self.clock.mark())
+            return out
+
+        return timed
+
+    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        self.marks.step_ends.append(self.clock.mark())
+        if step == pipe.num_timesteps - 1:
+            self.last_latents = callback_kwargs["latents"]
+        return callback_kwargs
+
+    def measure(self, call: Callable[[], Any]) -> tuple[Any, CallTiming]:
+        """Run `call()` (which must pass `callback_on_step_end=self.on_step_end`) and time it."""
+        self.marks = _Marks()
+        self.clock.sync()
+        self.wall_start = time.perf_counter()
+        self.marks.start = self.clock.mark()
+        out = call()
+        self.marks.end = self.clock.mark()
+        self.clock.sync()
+        return out, self._timing()
+
+    def phase_windows(self) -> dict[str, tuple[float, float]]:
+        """The last call's denoising loop and decode as time.perf_counter() intervals (on CUDA: the call's
+        start plus the events' offsets from it, the device's own timeline), for readings taken outside the
+        call, such as an energy counter sampled in the background."""
+        m = self.marks
+
+        def wall(mark: Any) -> float:
+            return self.wall_start + self.clock.seconds(m.start, mark) if self.clock.cuda else mark
+
+        windows = {}
+        if m.loop_start is not None and m.step_ends:
+            windows["denoising"] = (wall(m.loop_start), wall(m.step_ends[-1]))
+        if m.decode is not None:
+            windows["decode"] = (wall(m.decode[0]), wall(m.decode[1]))
+        return windows
+
+    def _timing(self) -> CallTiming:
+        m, s = self.marks, self.clock.seconds
+        bounds = [m.loop_start, *m.step_ends]
+        steps = [s(a, b) for a, b in zip(bounds, bounds[1:])] if m.loop_start is not None else []
+        return CallTiming(
+            total_s=s(m.start, m.end),
+            conditioning_s=sum(s(a, b) for a, b in m.conditioning),
+            denoising_s=sum(steps),
+            decode_s=s(*m.decode) if m.decode else 0.0,
+            steps_s=steps,
+        )
+
+
+# Confidence of the interval of the median (Stats.ci95_low/high).
+CI_LEVEL = 0.95
+CI_METHOD = (
+    "distribution-free order-statistic interval of the median: the widest symmetric pair of ranks "
+    "(j, n+1-j) with binomial(n, 1/2) coverage of at least 95 percent; needs 6 or more values"
+)
+
+
+@dataclass
+class Stats:
+    """Summary of repeated measurements (seconds unless said otherwise).
+
+    `ci95_low`/`ci95_high` bound the median with 95 percent confidence whatever the distribution (an
+    order-statistic interval, `CI_METHOD`); with fewer than 6 values no such interval exists and both are
+    None. Fields after `rel_spread` have defaults so that results written before them still load."""
+
+    n: int
+    median: float
+    mean: float
+    p90: float
+    min: float
+    max: float
+    rel_spread: float  # (max - min) / median
+    p95: float | None = None
+    p99: float | None = None
+    std: float | None = None  # sample standard deviation (n - 1); 0 for one value
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    ci_method: str = CI_METHOD
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stats:
+        ordered = sorted(values)
+        median = statistics.median(ordered)
+        low, high = median_interval(ordered)
+        return cls(
+            n=len(ordered),
+            median=median,
+            mean=statistics.fmean(ordered),
+            p90=percentile(ordered, 90),
+            min=ordered[0],
+            max=ordered[-1],
+            rel_spread=(ordered[-1] - ordered[0]) / median if median > 0 else 0.0,
+            p95=percentile(ordered, 95),
+            p99=percentile(ordered, 99),
+            std=statistics.stdev(ordered) if len(ordered) > 1 else 0.0,
+            ci95_low=low,
+            ci95_high=high,
+        )
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default) of sorted values."""
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median_interval(ordered: list[float], level: float = CI_LEVEL) -> tuple[float | None, float | None]:
+    """A `level` confidence interval of the median of sorted values: (x_(j), x_(n+1-j)) for the largest j
+    whose coverage 1 - 2 P(Binomial(n, 1/2) < j) is at least `level`. (None, None) where even the whole
+    range (j = 1) covers less (n < 6 at 95 percent)."""
+    n = len(ordered)
+    best = None
+    below = 0.0  # P(B < j), growing with j
+    for j in range(1, n // 2 + 1):
+        below += math.comb(n, j - 1) / 2.0**n
+        if 1.0 - 2.0 * below >= level:
+            best = j
+        else:
+            break
+    if best is None:
+        return None, None
+    return ordered[best - 1], ordered[n - best]

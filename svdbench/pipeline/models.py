@@ -1,0 +1,263 @@
+"""Build a StableVideoDiffusionPipeline from one of three weight sources, through one code path.
+
+- pretrained: a local diffusers directory (`model.path`) or the Hugging Face cache (`model.repo_id`).
+- random: the exact published architecture (packaged component configs), seeded random weights.
+- tiny: the same classes at toy sizes; it is simply `random` with the `tiny` component configs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from svdbench.settings.config import ModelConfig, RunConfig
+
+log = logging.getLogger(__name__)
+
+# The run's dtype names (config) and the torch dtypes they stand for.
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# (component, config file, weight-file stem) of a diffusers StableVideoDiffusionPipeline directory.
+COMPONENTS = (
+    ("unet", "unet/config.json", "diffusion_pytorch_model"),
+    ("vae", "vae/config.json", "diffusion_pytorch_model"),
+    ("image_encoder", "image_encoder/config.json", "model"),
+    ("scheduler", "scheduler/scheduler_config.json", None),
+    ("feature_extractor", "feature_extractor/preprocessor_config.json", None),
+)
+
+
+class WeightsNotFound(RuntimeError):
+    """Pretrained weights are not on this machine (or are incomplete)."""
+
+
+def architecture_dir(name: str) -> Path:
+    return Path(str(resources.files("svdbench") / "architectures" / name))
+
+
+def _read(directory: Path, relative: str) -> dict:
+    return json.loads((directory / relative).read_text())
+
+
+def build_random_pipeline(architecture: str, dtype: torch.dtype, device: torch.device | str, seed: int):
+    """The architecture from packaged configs with seeded random weights, built directly on `device`.
+
+    Parameters are created without storage (meta device) and materialized on the target device, so a
+    1.5 B-parameter UNet costs one pass of the default initializers there rather than a CPU init and a copy.
+    """
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    directory = architecture_dir(architecture)
+    device = torch.device(device)
+    cuda_devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        unet = materialize(
+            meta_module(lambda: UNetSpatioTemporalConditionModel.from_config(_read(directory, "unet/config.json"))),
+            device,
+            dtype,
+        )
+        vae = materialize(
+            meta_module(lambda: AutoencoderKLTemporalDecoder.from_config(_read(directory, "vae/config.json"))),
+            device,
+            dtype,
+        )
+        # The published encoder config says float16; materialize() casts to the run's dtype regardless.
+        encoder_config = CLIPVisionConfig(**_read(directory, "image_encoder/config.json"))
+        encoder = materialize(meta_module(lambda: CLIPVisionModelWithProjection(encoder_config)), device, dtype)
+    scheduler = EulerDiscreteScheduler.from_config(_read(directory, "scheduler/scheduler_config.json"))
+    feature_extractor = CLIPImageProcessor(**_read(directory, "feature_extractor/preprocessor_config.json"))
+    return StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+    )
+
+
+def meta_module(factory) -> nn.Module:
+    """Instantiate a module with parameters on the meta device (no memory, no init) and real buffers."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return factory()
+
+
+def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Give meta parameters real storage on `device` and initialise them from the global RNG.
+
+    Every module with `reset_parameters` (Linear, Conv, norms, Embedding) uses PyTorch's default init;
+    parameters no such module owns (CLIP's class embedding, learned mixing factors) get N(0, 0.02).
+    """
+    initialised: set[int] = set()
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            if param.is_meta:
+                sub._parameters[name] = nn.Parameter(
+                    torch.empty(param.shape, device=device, dtype=torch.float32), requires_grad=False
+                )
+        if hasattr(sub, "reset_parameters"):
+            cast("Callable[[], None]", sub.reset_parameters)()  # nn.Module.__getattr__ types it Tensor | Module
+            initialised.update(id(p) for p in sub.parameters(recurse=False))
+    with torch.no_grad():
+        for param in module.parameters():
+            if id(param) not in initialised:
+                param.normal_(0.0, 0.02)
+    # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules that random weights lack.
+    return nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The config's name of a torch dtype: torch.float16 -> "fp16"."""
+    return {v: k for k, v in TORCH_DTYPES.items()}[dtype]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module under a torch.compile wrapper (the module itself when it is not compiled)."""
+    return getattr(module, "_orig_mod", module)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def missing_components(directory: Path) -> list[str]:
+    """Files a diffusers SVD directory lacks, named so that a user can see what to fetch."""
+    missing = []
+    if not (directory / "model_index.json").is_file():
+        missing.append("model_index.json")
+    for component, config, stem in COMPONENTS:
+        if not (directory / config).is_file():
+            missing.append(config)
+        if (
+            stem
+            and not any((directory / component).glob(f"{stem}*.safetensors"))
+            and not any((directory / component).glob(f"{stem}*.bin"))
+        ):
+            missing.append(f"{component}/{stem}[.fp16].safetensors")
+    return missing
+
+
+def broken_components(directory: Path) -> list[str]:
+    """Component files that exist but cannot be read: config JSON that does not parse, safetensors whose
+    header is damaged. Cheap (no weights are loaded), and names the culprit where from_pretrained would
+    fail deep inside diffusers or transformers."""
+    from safetensors import safe_open
+
+    broken = []
+    for _, config, _ in COMPONENTS:
+        try:
+            json.loads((directory / config).read_text())
+        except (OSError, ValueError) as exc:
+            broken.append(f"{config} ({type(exc).__name__})")
+    for path in sorted(directory.glob("*/*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own error types
+            broken.append(f"{path.relative_to(directory)} ({type(exc).__name__}: {str(exc)[:80]})")
+    return broken
+
+
+def _how_to_get(model: ModelConfig) -> str:
+    repo = model.repo_id or "<repo>"
+    return (
+        f"Ways forward: (1) download them where there is network, e.g. `hf download {repo} --local-dir "
+        f"./{repo.split('/')[-1]}` (accept the licence on the model page first), and pass "
+        f"model.path=./{repo.split('/')[-1]}; (2) let svdbench download into the Hugging Face cache with "
+        f"model.download=true; (3) benchmark speed and memory without weights: model.weights=random."
+    )
+
+
+def resolve_pretrained_dir(model: ModelConfig) -> Path:
+    """The local directory holding the checkpoint, or WeightsNotFound naming what is missing."""
+    if model.path:
+        directory = Path(model.path).expanduser()
+        if not directory.is_dir():
+            raise WeightsNotFound(
+                f"model.path={model.path} is not a directory. It must be a diffusers directory holding "
+                f"model_index.json and the unet, vae, image_encoder, scheduler and feature_extractor folders. "
+                + _how_to_get(model)
+            )
+    else:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        assert model.repo_id is not None  # ModelConfig refuses weights=pretrained with neither path nor repo_id
+        try:
+            directory = Path(snapshot_download(model.repo_id, local_files_only=not model.download))
+        except LocalEntryNotFoundError as exc:
+            raise WeightsNotFound(
+                f"The weights of {model.repo_id} are not in the Hugging Face cache and downloading is off "
+                f"(model.download=false). " + _how_to_get(model)
+            ) from exc
+    missing = missing_components(directory)
+    if missing:
+        raise WeightsNotFound(
+            f"The checkpoint at {directory} is incomplete: missing {', '.join(missing)}. " + _how_to_get(model)
+        )
+    broken = broken_components(directory)
+    if broken:
+        raise WeightsNotFound(
+            f"The checkpoint at {directory} has damaged files: {', '.join(broken)}. Download those components "
+            "again. " + _how_to_get(model)
+        )
+    return directory
+
+
+def load_pretrained_pipeline(model: ModelConfig, dtype: torch.dtype):
+    from diffusers import StableVideoDiffusionPipeline
+
+    directory = resolve_pretrained_dir(model)
+    variant = model.variant
+    if variant and not any(directory.glob(f"unet/*.{variant}.*")):
+        log.info("No %s weight files in %s; loading the default ones.", variant, directory)
+        variant = None
+    try:
+        return StableVideoDiffusionPipeline.from_pretrained(
+            directory, torch_dtype=dtype, variant=variant, local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise WeightsNotFound(
+            f"Loading the checkpoint at {directory} failed ({type(exc).__name__}: {exc}). A component is "
+            "broken or of the wrong kind. " + _how_to_get(model)
+        ) from exc
+
+
+def build_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int):
+    """The pipeline on the CPU (pretrained) or on `device` (random), in `dtype`, ready for optimizations."""
+    if model.weights == "pretrained":
+        pipe = load_pretrained_pipeline(model, dtype)
+    else:
+        pipe = build_random_pipeline(model.architecture, dtype, device, seed)
+    pipe.image_encoder.to(dtype)  # some checkpoints store the encoder in another dtype
+    return pipe
+
+
+def call_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The settings' keyword arguments of a StableVideoDiffusionPipeline call, as every caller passes them (the
+    runner, the planner's tests); the image, the generators and the callback are the caller's."""
+    return dict(
+        height=cfg.height,
+        width=cfg.width,
+        num_frames=cfg.num_frames,
+        num_inference_steps=cfg.num_inference_steps,
+        min_guidance_scale=cfg.min_guidance_scale,
+        max_guidance_scale=cfg.max_guidance_scale,
+        fps=cfg.cond.fps,
+        motion_bucket_id=cfg.cond.motion_bucket_id,
+        noise_aug_strength=cfg.cond.noise_aug_strength,
+        decode_chunk_size=cfg.opt.decode_chunk_size,
+    )

@@ -1,0 +1,173 @@
+"""Sweeps that compare: each job in a fresh process, failures recorded as results, resumable runs,
+and a one-line summary plus the comparison table when the sweep ends.
+
+Hydra's basic launcher calls the task function once per job in the sweep's own process. A model,
+allocator caches, compiled graphs and peak-memory high-water marks from one job would leak into the
+next; so in a multirun the task function re-executes `python -m svdbench` for the job in a child
+process (same overrides, the job's directory as run directory) and reads its results.json back.
+Launchers that already run jobs in their own processes (submitit) do not need this and skip it.
+
+A sweep directory belongs to one sweep: re-running the same command into it resumes it (complete jobs of
+the same configuration are skipped, the rest redone with their earlier record set aside); a sweep with
+other settings is refused (`svdbench.record.rundir.check_sweep_dir`). A job whose settings are invalid is a
+failed job, not a failed sweep (`SweepLauncher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from svdbench.record.identity import config_hash
+from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult, now_iso
+from svdbench.record.rundir import set_aside, write_record
+from svdbench.settings.config import SWEEP_ENV, RunConfig
+
+log = logging.getLogger("svdbench.sweep.jobs")
+
+# Statuses of a finished job; `error` and `interrupted` jobs are redone when a sweep is re-run.
+COMPLETE = ("ok", "unsupported", "oom", "nan")
+# Objective value Optuna gets for a failed job or one over the flicker limit.
+PENALTY = 1e9
+# Launchers that call the task function in the sweep's own process.
+IN_PROCESS_LAUNCHERS = ("BasicLauncher", "SweepLauncher")
+
+
+def launcher_isolates_jobs() -> bool:
+    """True when the Hydra launcher already gives each job its own process (submitit and the like)."""
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return not target.endswith(IN_PROCESS_LAUNCHERS)
+
+
+def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -> tuple[float, float]:
+    """One job of a multirun: skipped if already complete, else run in its own process (or here)."""
+    from svdbench.runner import run
+
+    digest = config_hash(cfg)
+    previous, why = previous_result(run_dir, digest)
+    if previous is not None and not cfg.sweep.redo:
+        log.info("Skipping %s: complete results (%s) of the same config exist.", run_dir, previous.status)
+        return objectives(previous, cfg.sweep.flicker_limit)
+    set_aside(run_dir, "sweep.redo=true" if previous is not None else why)
+    if cfg.sweep.isolate and not launcher_isolates_jobs():
+        result = run_in_child(run_dir, overrides, sweep)
+    else:
+        measurement = run(cfg)
+        if not cfg.sweep.isolate:
+            measurement.result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
+        result = write_record(cfg, run_dir, measurement, overrides, sweep)
+    if result.status == "interrupted":  # Ctrl-C or SIGTERM reached the job (its process or ours): stop the sweep
+        raise KeyboardInterrupt
+    return objectives(result, cfg.sweep.flicker_limit)
+
+
+def previous_result(run_dir: Path, digest: str) -> tuple[RunResult | None, str]:
+    """The job's earlier results if they are complete and of the same configuration; else None and why not."""
+    try:
+        previous = RunResult.load(run_dir)
+    except ResultsError as exc:
+        if (Path(run_dir) / RESULTS_FILE).exists():
+            log.warning("Redoing %s: %s", run_dir, exc)
+            return None, "its results.json could not be read"
+        return None, "no results"
+    if previous.config_hash != digest:
+        log.warning(
+            "Redoing %s: its results were made by another configuration (config hash %s, now %s); they are kept "
+            "aside in the job's directory.",
+            run_dir,
+            previous.config_hash,
+            digest,
+        )
+        return None, f"made by another configuration (config hash {previous.config_hash}, now {digest})"
+    if previous.status not in COMPLETE:
+        return None, f"status {previous.status}: redone"
+    return previous, ""
+
+
+def run_in_child(run_dir: Path, overrides: list[str], sweep: str) -> RunResult:
+    """Run one job in a fresh `python -m svdbench` process and return its results.
+
+    A crash becomes a result, not an exception: if the child wrote no results, a failure record is written.
+    """
+    command = [sys.executable, "-m", "svdbench", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN"]
+    child = subprocess.Popen(command, env=dict(os.environ, **{SWEEP_ENV: sweep}))
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:  # let the child record its interruption, then stop the sweep
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        if not (run_dir / RESULTS_FILE).exists():
+            RunResult(status="interrupted", reason="Interrupted before the job finished.").save(run_dir)
+        raise
+    try:
+        return RunResult.load(run_dir)
+    except ResultsError:
+        pass
+    if code < 0 and -code == signal.SIGKILL:
+        status, reason = "oom", "The job's process was killed by SIGKILL, most likely by the kernel's OOM killer."
+    elif code < 0:
+        status, reason = "error", f"The job's process died from signal {signal.Signals(-code).name}."
+    else:
+        status, reason = "error", f"The job's process exited with code {code} without writing {RESULTS_FILE}."
+    result = RunResult(status=status, reason=reason + " Its log is in this directory.", finished_at=now_iso())
+    result.save(run_dir)
+    return result
+
+
+def objectives(result: RunResult | None, flicker_limit: float | None) -> tuple[float, float]:
+    """(latency s, peak memory GiB) for multi-objective search; PENALTY for failed or too-flickery jobs."""
+    if result is None or not result.ok or result.median_s is None or result.peak_memory_gib is None:
+        return PENALTY, PENALTY
+    warp = (result.metrics or {}).get("warp_error")
+    if flicker_limit is not None and (warp is None or warp > flicker_limit):
+        return PENALTY, PENALTY
+    return result.median_s, result.peak_memory_gib
+
+
+def sweep_statuses(sweep_dir: Path) -> Counter:
+    statuses: Counter = Counter()
+    for path in Path(sweep_dir).rglob(RESULTS_FILE):
+        if any(part.startswith("previous-") for part in path.relative_to(sweep_dir).parts):
+            continue  # an earlier attempt, set aside
+        try:
+            statuses[RunResult.load(path).status] += 1
+        except ResultsError:
+            statuses["unreadable"] += 1
+    return statuses
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: a one-line status summary, the comparison table, and the exit status."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        statuses = sweep_statuses(sweep_dir)
+        total = sum(statuses.values())
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])))
+        log.info("Sweep finished: %d jobs: %s -> %s", total, summary or "none", sweep_dir)
+        try:
+            from svdbench.compare.command import compare
+
+            comparison = compare(sweep_dir)
+            log.info("Comparison: %s", ", ".join(str(p) for p in comparison.files.values()))
+            if config.get("logger", {}).get("name") == "wandb":
+                from svdbench.record.tracking import log_comparison
+
+                log_comparison(config.logger, sweep_dir, comparison.table, comparison.files)
+        except Exception as exc:  # the table is a convenience; the jobs' records are what matters
+            log.warning("Could not write the comparison table: %s", exc)
+        if any(status != "ok" for status in statuses):
+            sys.exit(1)
