@@ -2,12 +2,15 @@
 
 Takes the same overrides as a run (checked by the same code, with the same messages and exit status 2),
 builds nothing real and prints the predicted peak device memory of one pipeline call, its phase and
-breakdown, the FLOPs and a time estimate, and a fit table of every opt preset against common GPU sizes.
+breakdown, the FLOPs and a time estimate, and a fit table of every opt preset against common GPU sizes. Given a
+sweep (-m with comma lists, or an experiment in MULTIRUN mode), it expands the jobs as Hydra's basic sweeper does
+and prices each in device seconds (svdbench.plan.cost), with its peak and whether it fits.
 Exit status: 0 printed, 2 bad command line, 3 the configuration cannot be predicted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,15 +18,20 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-USAGE = """usage: python -m svdbench.plan [key=value ...] [group=option ...] [--json] [--gpu NAME]
+if TYPE_CHECKING:
+    from svdbench.measure.flops import CallFlops
+
+USAGE = """usage: python -m svdbench.plan [-m] [key=value ...] [group=option ...] [--json] [--gpu NAME]
        [--gpu-tflops N] [--gpu-memory-gib N]
 
 Predict the peak device memory (allocated, GiB = 2**30 bytes) of one pipeline call of the configuration the
 same overrides would run, without a GPU or weights, and which opt presets fit which GPU (docs/plan.md).
 
-  --json              print JSON (top level: peak_gib, peak_phase, fit, ...) instead of Markdown
+  -m, --multirun      a sweep: every job of the comma lists (an experiment in MULTIRUN mode, such as
+                      experiment=runbook, is one without -m), each priced in device seconds, and the total
+  --json              print JSON (top level: peak_gib, peak_phase, fit, ...; for a sweep: total_gpu_s, jobs)
   --gpu NAME          estimate the time of a call on this GPU (h100, h200, a100, l40s, l4, a10, "rtx 4090", ...)
   --gpu-tflops N      estimate it on a GPU of N dense TFLOP/s in the run's dtype (one not in svdbench's table;
                       with --gpu NAME, N replaces that GPU's data-sheet peak)
@@ -51,6 +59,7 @@ class Options:
     gpu_memory_gib: float | None = None
     fit: bool = True
     help: bool = False
+    multirun: bool = False
 
 
 def parse(argv: list[str]) -> Options:
@@ -77,12 +86,13 @@ def parse(argv: list[str]) -> Options:
                 options.gpu_tflops = _positive(name, value, "the GPU's dense peak TFLOP/s in the run's dtype")
             else:
                 options.gpu_memory_gib = _positive(name, value, "the GPU's memory in GiB (a card sold as 24 GB)")
-        elif arg in ("-m", "--multirun") or arg.startswith("-"):
+        elif arg in ("-m", "--multirun"):
+            options.multirun = True
+        elif arg.startswith("-"):
             raise BadInput(
-                f"{arg}: the planner takes the overrides of one run (key=value, group=option) and its own flags "
-                "--json, --gpu NAME, --gpu-tflops N, --gpu-memory-gib N, --no-fit; it predicts one configuration "
-                "(and prints a table of every opt preset), so there is no sweep (-m) and no other flag. python -m "
-                "svdbench.plan --help shows the usage."
+                f"{arg}: the planner takes the overrides of a run or a sweep (key=value, group=option, -m) and its "
+                "own flags --json, --gpu NAME, --gpu-tflops N, --gpu-memory-gib N, --no-fit, and no other flag. "
+                "python -m svdbench.plan --help shows the usage."
             )
         else:
             options.overrides.append(arg)
@@ -117,26 +127,17 @@ def _positive(flag: str, value: str, what: str) -> float:
     return number
 
 
+def gpu_key(name: str) -> str | None:
+    """svdbench.plan.cost.gpu_key."""
+    from svdbench.plan.cost import gpu_key as key
+
+    return key(name)
+
+
 def opt_presets() -> list[str]:
     from svdbench.settings.arguments import groups
 
     return groups()["opt"]
-
-
-def gpu_key(name: str) -> str | None:
-    """The GPU_PEAK_TFLOPS entry `name` stands for: an exact name, else the longest one it contains, else the
-    first one containing it ("h100" is the SXM H100, "h100 pcie" the PCIe one)."""
-    from svdbench.measure.flops import GPU_PEAK_TFLOPS
-
-    wanted = name.strip().lower()
-    if not wanted:
-        return None
-    keys = [key for key, _ in GPU_PEAK_TFLOPS]
-    exact = [key for key in keys if key.lower() == wanted]
-    contained = sorted((key for key in keys if key.lower() in wanted), key=len, reverse=True)
-    containing = [key for key in keys if wanted in key.lower()]
-    found = exact or contained or containing
-    return found[0] if found else None
 
 
 def _gpu_peak(options: Options, dtype: str) -> tuple[str, float | None]:
@@ -151,25 +152,11 @@ def _gpu_peak(options: Options, dtype: str) -> tuple[str, float | None]:
     return (key, gpu_peak_tflops(key, dtype)) if key else (gpu, None)
 
 
-def call_tflop(cfg, dtype: str) -> dict[str, float]:
-    """FLOPs of one call (svdbench.measure.flops, counted on meta tensors and cached), TFLOP."""
-    import dataclasses
+def call_tflop(cfg, dtype: str) -> CallFlops:
+    """FLOPs of one call, TFLOP (svdbench.plan.cost.call_tflop)."""
+    from svdbench.plan.cost import call_tflop as flops_of
 
-    from svdbench.measure.flops import config_flops
-    from svdbench.pipeline.models import TORCH_DTYPES
-    from svdbench.plan.simulate import pristine_pipeline
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pipe = pristine_pipeline(cfg.model.architecture, TORCH_DTYPES[dtype])
-    batch = cfg.batch_size
-    flops = config_flops(pipe, cfg)
-    result = dataclasses.asdict(flops)
-    if batch > 1:  # several videos per call: the UNet and the decode scale with the batch
-        for key in ("unet_per_step_tflop", "denoising_tflop", "vae_decode_tflop"):
-            result[key] *= batch
-        result["total_tflop"] = result["denoising_tflop"] + result["vae_decode_tflop"] + result["conditioning_tflop"]
-    return result
+    return flops_of(cfg, dtype)
 
 
 def plan(options: Options) -> dict[str, Any]:
@@ -215,13 +202,13 @@ def plan(options: Options) -> dict[str, Any]:
         "reserved_over_allocated_h100": reserved_ratios(),
     }
     flops = call_tflop(cfg, target.dtype)
-    report["flops_tflop"] = flops
+    report["flops_tflop"] = dataclasses.asdict(flops)
     if options.gpu or options.gpu_tflops:
         from svdbench.plan.fit import efficiency
 
         name, peak = _gpu_peak(options, target.dtype)
         eff = efficiency(cfg.opt.name)
-        seconds = flops["total_tflop"] / (peak * eff) if peak and eff else None
+        seconds = flops.total_tflop / (peak * eff) if peak and eff else None
         report["time_estimate"] = {
             "gpu": name,
             "peak_tflops": peak,
@@ -253,7 +240,7 @@ def plan(options: Options) -> dict[str, Any]:
                 continue
             row = fit_row(preset, result.peak_gib, result.peak_phase)
             if row.efficiency and gpu_peak:  # the configuration's FLOPs (a decode chunk size changes them little)
-                row.time_s = flops["total_tflop"] / (gpu_peak * row.efficiency)
+                row.time_s = flops.total_tflop / (gpu_peak * row.efficiency)
             rows.append(row)
         report["fit"] = [row.to_dict() for row in rows]
         report["cards"] = {
@@ -299,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from svdbench.settings.arguments import check_command_line
 
-    problem = check_command_line(options.overrides)
+    problem = check_command_line(["-m", *options.overrides] if options.multirun else options.overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -310,7 +297,22 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     from svdbench.plan import CannotPredict
     from svdbench.plan.render import markdown
+    from svdbench.plan.sweep_plan import NotAGrid, sweep_jobs
 
+    try:
+        jobs = sweep_jobs(options.overrides, options.multirun)
+    except NotAGrid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if jobs is not None:
+        from svdbench.plan.render import sweep_markdown
+        from svdbench.plan.sweep_plan import plan_sweep
+
+        sweep_report = plan_sweep(
+            jobs, gpu=options.gpu, gpu_tflops=options.gpu_tflops, memory_gib=options.gpu_memory_gib
+        )
+        print(json.dumps(sweep_report, indent=2) if options.json else sweep_markdown(sweep_report))
+        return 0
     try:
         report = plan(options)
     except CannotPredict as exc:

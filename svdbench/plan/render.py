@@ -51,13 +51,16 @@ def markdown(report: dict[str, Any]) -> str:
         "Reserved memory (the caching allocator's cache) is not predicted: it is allocator behaviour. Measured "
         f"peak reserved / peak allocated on the H100 (docs/benchmarks.md): {ratios}.",
     ]
-    flops = report.get("flops_tflop")
-    if flops:
+    if report.get("flops_tflop"):
+        from svdbench.measure.flops import CallFlops
+
+        flops = CallFlops(**report["flops_tflop"])
+        videos = f", all {flops.videos} videos" if flops.videos > 1 else ""
         lines += [
             "",
-            f"FLOPs of one call: {flops['total_tflop']:.1f} TFLOP (UNet {flops['unet_per_step_tflop']:.1f} per step, "
-            f"denoising {flops['denoising_tflop']:.1f}, VAE decode {flops['vae_decode_tflop']:.1f}, conditioning "
-            f"{flops['conditioning_tflop']:.1f}).",
+            f"FLOPs of one call{videos}: {flops.total_tflop:.1f} TFLOP (UNet {flops.unet_per_step_tflop:.1f} per "
+            f"step, denoising {flops.denoising_tflop:.1f}, VAE decode {flops.vae_decode_tflop:.1f}, conditioning "
+            f"{flops.conditioning_tflop:.1f}).",
         ]
     estimate = report.get("time_estimate")
     if estimate:
@@ -122,3 +125,62 @@ def _fit_table(report: dict[str, Any]) -> list[str]:
     if report.get("fit_note"):
         lines += ["", f"Note: {report['fit_note']}."]
     return lines + ([""] + notes if notes else [])
+
+
+PARTS = ("build_s", "placement_s", "warmup_s", "measured_s", "overhead_s")
+
+
+def sweep_markdown(report: dict[str, Any]) -> str:
+    """A priced sweep: one row per job (its parts in seconds), then each job's assumptions, then the total."""
+    lines = [
+        f"# Sweep plan: {len(report['jobs'])} jobs",
+        "",
+        "Seconds by the planner's time model (docs/plan.md): estimates, not measurements. cold = the first call, "
+        "compilation included; overhead = process start, metrics, record and extra calls.",
+        "",
+        "| # | job | device | peak (GiB) | fits | build | placement | cold (compile) | warm-ups | measured "
+        "| overhead | total (s) |",
+        "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for index, job in enumerate(report["jobs"]):
+        estimate = job.get("estimate") or {}
+        parts = estimate.get("parts") or {}
+        device = estimate.get("device") or "–"
+        fit = (
+            "–"
+            if job["fit"] is None
+            else ("yes" if job["fit"] else "NO") + (f" ({job['card']})" if job.get("card") else "")
+        )
+
+        cells = {key: f"{parts[key]:.1f}" if key in parts else "–" for key in PARTS}
+
+        cold = f"{parts['cold_call_s']:.1f} ({parts['compile_s']:.0f})" if parts else "–"
+        total = f"**{job['gpu_s']:.1f}**" if job["gpu_s"] is not None else "not priced"
+        lines.append(
+            f"| {index} | {' '.join(job['overrides'])} | {device} | {_gib(job['peak_gib'])} | {fit} "
+            f"| {cells['build_s']} | {cells['placement_s']} | {cold} | {cells['warmup_s']} | {cells['measured_s']} "
+            f"| {cells['overhead_s']} | {total} |"
+        )
+        said = [*(estimate.get("assumptions") or [])]
+        if job.get("reason"):
+            said.insert(0, f"not priced: {job['reason']}")
+        if job.get("peak_reason"):
+            said.append(f"peak not predicted: {job['peak_reason']}")
+        if estimate.get("call_s"):
+            said.insert(0, f"{estimate['call_s']:.1f} s per call")
+        notes.append(f"- job {index}: " + "; ".join(said))
+    total = report["total_gpu_s"]
+    lines += [
+        "",
+        f"**Total: {total:.0f} s ({total / 60:.1f} min)**"
+        + (
+            f", leaving out {report['unpriced_jobs']} job(s) that cannot be priced." if report["unpriced_jobs"] else "."
+        ),
+        "",
+        "Per job:",
+        *notes,
+        "",
+        f"({report['seconds_to_plan']:.1f} s to plan.)",
+    ]
+    return "\n".join(lines)
