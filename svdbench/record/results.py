@@ -25,7 +25,8 @@ from svdbench.measure.profile import Profile
 from svdbench.measure.timing import Stats
 from svdbench.record.identity import Environment, Provenance
 
-STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted")
+# skipped: a sweep job not started because its estimated time exceeded what was left of sweep.budget_s.
+STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted", "skipped")
 RESULTS_FILE = "results.json"
 # Version of the results.json layout. 1: files written before the field existed (read the same way).
 SCHEMA_VERSION = 3
@@ -48,6 +49,9 @@ class Latency:
     calls_s: list[float] = field(default_factory=list)
     stats: Stats | None = None
     compile_overhead_s: float | None = None  # cold minus the median measured call, when compiling
+    # Why the measured loop stopped where it did: "bench.repeats" (the count asked for), "bench.min_seconds",
+    # a "bench.target_rel_width" sentence (the median's interval narrow enough), or the runner's cap.
+    stopped_because: str | None = None
 
 
 @dataclass
@@ -92,6 +96,11 @@ class Startup:
     cold_call_s: float | None = None  # the first call (compilation happens here)
     time_to_first_video_s: float | None = None
     source: str = ""  # what was built: the checkpoint directory read, or the architecture initialised
+    # torch.compile's caches (svdbench's cache directory): "hit" (the cold call's compiled graphs came from them),
+    # "miss" (compiled and stored), "off" (nothing compiled); with the cold call's compile share (0-1, the cold
+    # call minus the median measured call, over the cold call).
+    compile_cache: str | None = None
+    compile_share: float | None = None
 
 
 @dataclass

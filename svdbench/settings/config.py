@@ -394,6 +394,15 @@ class BenchConfig(_Checked):
         "With torch.compile: after the measured calls, one call with a different conditioning image and one with "
         "another seed; recompilations, their latency and device-memory growth go into results (compile_check).",
     )
+    target_rel_width: float | None = setting(
+        None,
+        "Stop measuring once the 95 percent interval of the median latency is at most this wide, relative to the "
+        "median (0.05 = 5 percent), after at least 6 calls (the fewest with such an interval); bench.repeats stays "
+        "the cap. null: always measure bench.repeats calls.",
+        above=0,
+        maximum=1,
+        why="it is a width relative to the median, e.g. 0.05, or null to measure bench.repeats calls",
+    )
 
 
 @dataclass
@@ -507,6 +516,14 @@ class SweepConfig(_Checked):
         "Highest acceptable warp error for the Optuna trade-off search (null: no limit).",
         minimum=0,
         why="it is a warp error (0 or more), or null for none",
+    )
+    budget_s: float | None = setting(
+        None,
+        "Seconds the sweep may spend on its jobs: a job whose estimated time (svdbench.plan.cost, corrected by "
+        "what earlier jobs took) exceeds what is left is recorded as `skipped` and the sweep goes on; re-running "
+        "the sweep runs the skipped jobs. null: no budget.",
+        above=0,
+        why="a number of seconds, or null for no budget",
     )
 
 

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,11 @@ from svdbench.record.identity import config_hash
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult, now_iso
 from svdbench.record.rundir import set_aside, write_record
 from svdbench.settings.config import SWEEP_ENV, RunConfig
+from svdbench.sweep import budget
 
 log = logging.getLogger("svdbench.sweep.jobs")
 
-# Statuses of a finished job; `error` and `interrupted` jobs are redone when a sweep is re-run.
+# Statuses of a finished job; `error`, `interrupted` and `skipped` jobs are redone when a sweep is re-run.
 COMPLETE = ("ok", "unsupported", "oom", "nan")
 # Objective value Optuna gets for a failed job or one over the flicker limit.
 PENALTY = 1e9
@@ -59,6 +61,11 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
         log.info("Skipping %s: complete results (%s) of the same config exist.", run_dir, previous.status)
         return objectives(previous, cfg.sweep.flicker_limit)
     set_aside(run_dir, "sweep.redo=true" if previous is not None else why)
+    verdict = budget.before_job(cfg, sweep)  # sweep.budget_s: a job that does not fit is recorded as skipped
+    if verdict.skipped is not None:
+        verdict.skipped.save(run_dir)
+        return objectives(verdict.skipped, cfg.sweep.flicker_limit)
+    started = time.monotonic()
     if cfg.sweep.isolate and not launcher_isolates_jobs():
         result = run_in_child(run_dir, overrides, sweep)
     else:
@@ -66,6 +73,7 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
         if not cfg.sweep.isolate:
             measurement.result.notes.append("Ran inside the sweep's process after earlier jobs (sweep.isolate=false).")
         result = write_record(cfg, run_dir, measurement, overrides, sweep)
+    budget.after_job(cfg, sweep, verdict, time.monotonic() - started, result.status)
     if result.status == "interrupted":  # Ctrl-C or SIGTERM reached the job (its process or ours): stop the sweep
         raise KeyboardInterrupt
     return objectives(result, cfg.sweep.flicker_limit)
