@@ -42,6 +42,7 @@ SECTIONS = {
     "energy": "Energy (`energy.*`)",
     "cost": "Prices (`cost.*`)",
     "gate": "Faithfulness gate (`gate.*`)",
+    "quality": "Quality samples (`quality.*`)",
     "logger": "Logger (`logger=`)",
 }
 GROUP_ORDER = ("model", "opt", "cond", "input", "logger", "experiment")

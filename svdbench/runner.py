@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from svdbench.pipeline.optimizations import (
     inspect_pipeline,
 )
 from svdbench.plan import try_predict
+from svdbench.quality.samples import generate as generate_samples
 from svdbench.record.identity import config_hash, frames_hash
 from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.settings.config import RunConfig
@@ -75,6 +77,7 @@ class Measurement:
     trace: bytes | None = None
     machine: MachineState | None = None  # the machine during the run (environment.state of the record)
     watch: MachineWatch | None = field(default=None, repr=False)
+    samples: Path | None = None  # the quality samples' frames, spooled until the record writer copies them
 
     @property
     def video(self) -> np.ndarray | None:
@@ -295,6 +298,8 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         result.metrics = quality_metrics(pipe, latents, videos[0], np.asarray(image), cfg)
         if cfg.batch_size > 1:
             result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
+    if cfg.quality.enabled:  # after everything measured, never timed: one video per image x seed
+        result.quality, measurement.samples = generate_samples(cfg, call)
     return videos
 
 

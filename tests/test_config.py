@@ -81,6 +81,8 @@ DEFAULTS = {
     "cost.usd_per_hour": None,
     "cost.usd_per_kwh": None,
     "gate.min_psnr_db": 50.4,
+    "quality.images": "0",
+    "quality.seeds": 0,
     "opt.attention_backend": "auto",
     "opt.fuse_qkv": False,
     "opt.tf32": False,

@@ -19,6 +19,7 @@ LAYERS = [
     "measure",  # clocks, memory, energy, machine state, FLOPs, the profiler
     "plan",  # the memory and time planner on meta tensors
     "metrics",  # the weight-free flicker suite
+    "quality",  # quality samples over images x seeds, paired metrics (VMAF), intervals and their verdict
     "record",  # results, identity, the run directory, the run's page, W&B
     "runner",  # the measurement loop
     "replay",  # a run repeated from its record

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from svdbench.files.atomic import DirectoryBusy, DirectoryLock, atomic_path, describe_os_error
 from svdbench.record.identity import environment, is_presentation, provenance
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
-from svdbench.settings.config import SWEEP_ENV, RunConfig
+from svdbench.settings.config import QUALITY_SET_SIZE, SWEEP_ENV, RunConfig
 from svdbench.settings.dotted import flatten
 
 log = logging.getLogger("svdbench")
@@ -116,6 +116,8 @@ def needed_bytes(config: DictConfig) -> dict[str, int]:
         wandb = config.logger.name == "wandb"
         save_frames = bool(config.save_frames)
         profiled = bool(config.profile.enabled)
+        images = str(config.quality.images)
+        samples = int(config.quality.seeds) * (int(images) if images.isdigit() else QUALITY_SET_SIZE)
     except Exception:  # values the schema will reject with a better message
         return {"logs and results": 2**20}
     video = raw // 4 + 2**16  # H.264 of noise at quality 8; real content is far smaller
@@ -126,6 +128,7 @@ def needed_bytes(config: DictConfig) -> dict[str, int]:
         "pictures": picture_bytes,
         "W&B copy": video + picture_bytes + 2**20 if wandb else 0,
         "profile trace": 32 * 2**20 if profiled else 0,  # gzipped; docs/profile.md has measured sizes
+        "quality samples": samples * raw,  # samples.npz: every image x seed's exact frames (a folder: counted as 8)
         "logs and results": 2**20,
     }
 
@@ -308,6 +311,11 @@ def write_record(
             artifact("profile_plot", PICTURE, lambda tmp: save_profile_png(profile, tmp))
     if measurement.videos is not None and cfg is not None:
         _write_media(cfg, result, measurement.videos, artifact)
+    samples = getattr(measurement, "samples", None)  # the quality samples' frames, spooled by the runner
+    if samples is not None:
+        from svdbench.quality.samples import store
+
+        store(samples, artifact)
     from svdbench.record.report import REPORT_FILE, write_run_report
 
     artifact("report", REPORT_FILE, lambda tmp: write_run_report(tmp, run_dir, result))  # last: it links the others
