@@ -23,6 +23,7 @@ from svdbench.measure.energy import Cost, Energy
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.profile import Profile
 from svdbench.measure.timing import Stats
+from svdbench.quality.records import QualitySamples
 from svdbench.record.identity import Environment, Provenance
 
 # skipped: a sweep job not started because its estimated time exceeded what was left of sweep.budget_s.
@@ -155,6 +156,7 @@ class RunResult:
     metrics: dict[str, Any] | None = None
     profile: Profile | None = None
     compile_check: CompileCheck | None = None
+    quality: QualitySamples | None = None  # quality.images x quality.seeds samples (svdbench.quality)
     energy: Energy | None = None  # per video (svdbench.measure.energy, docs/energy.md)
     cost: Cost | None = None  # per video at cost.usd_per_hour / cost.usd_per_kwh; None without prices
     files: dict[str, str] = field(default_factory=dict)

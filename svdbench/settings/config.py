@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -54,6 +55,9 @@ MAX_SEED = 2**63 - 1
 # the tiny model (25 steps, seed 42, CPU; docs/comparison.md "The default threshold"), rounded down: a job is
 # faithful if it deviates no more than a change of precision that users accept. Model-dependent.
 GATE_MIN_PSNR_DB = 50.4
+# The built-in set of conditioning photographs (svdbench/quality/images.py) and a bound on seeds per image.
+QUALITY_SET_SIZE = 8
+MAX_QUALITY_SEEDS = 1000
 
 
 class ConfigError(ValueError):
@@ -504,6 +508,56 @@ class GateConfig(_Checked):
 
 
 @dataclass
+class QualityConfig(_Checked):
+    """Quality samples beside the measurement: after the measured calls (never timed), one video per image x seed,
+    compared pair by pair with the baseline's by svdbench.compare (docs/comparison.md)."""
+
+    images: str = setting(
+        "0",
+        f"Conditioning images of the quality samples: N = the first N of svdbench's set of {QUALITY_SET_SIZE} real "
+        "photographs (no download; docs/metrics.md), or a folder of your own PNG/JPEG images; 0 = no samples.",
+        valid=f"an integer from 0 to {QUALITY_SET_SIZE}, or a folder of images",
+    )
+    seeds: int = setting(
+        0,
+        "Seeds per image of the quality samples (seed, seed+1, ...); 0 = no samples.",
+        minimum=0,
+        maximum=MAX_QUALITY_SEEDS,
+        why=f"a number of seeds from 0 to {MAX_QUALITY_SEEDS}: each is one more video per image",
+    )
+
+    @property
+    def image_count(self) -> int | None:
+        """N of quality.images=N, or None for a folder."""
+        return int(self.images) if self.images.strip().isdigit() else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.seeds > 0 and self.image_count != 0
+
+    def _check_values(self) -> None:
+        count = self.image_count
+        if count is None:
+            _check(
+                Path(self.images).expanduser().is_dir(),
+                f"quality.images={self.images} is neither a number of images (0 to {QUALITY_SET_SIZE}) nor a "
+                "folder: give quality.images=N for the first N of the built-in set, or the path of a folder of "
+                "PNG/JPEG images.",
+            )
+        else:
+            _check(
+                count <= QUALITY_SET_SIZE,
+                f"quality.images={count} is more than the built-in set's {QUALITY_SET_SIZE} photographs: use 1 to "
+                f"{QUALITY_SET_SIZE}, or a folder of your own images.",
+            )
+        _check(
+            (count == 0) == (self.seeds == 0),
+            f"quality.images={self.images} with quality.seeds={self.seeds}: the samples are every image x seed, so "
+            "set both (e.g. quality.images=4 quality.seeds=2), or neither.",
+        )
+
+
+@dataclass
 class SweepConfig(_Checked):
     isolate: bool = setting(
         True, "In a multirun, run every job in a fresh process so that no job's memory or caches affect another's."
@@ -540,6 +594,9 @@ class RunConfig(_Checked):
     energy: EnergyConfig = setting(help="Energy measurement.", factory=EnergyConfig)
     cost: CostConfig = setting(help="Prices for dollars per video (null: none).", factory=CostConfig)
     gate: GateConfig = setting(help="The faithfulness verdict of comparisons.", factory=GateConfig)
+    quality: QualityConfig = setting(
+        help="Quality samples over images x seeds, after the measured calls.", factory=QualityConfig
+    )
     logger: LoggerConfig = setting(
         help="Where results go besides the run directory (logger=...).", factory=LoggerConfig
     )
