@@ -11,7 +11,6 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from svdbench.measure.flops import config_flops, device_peak_tflops, rate, utili
 from svdbench.measure.machine import MachineState, MachineWatch
 from svdbench.measure.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
 from svdbench.measure.profile import profile_call
-from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats
+from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats, enough
 from svdbench.media.image import InputImageError, conditioning_image
 from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
@@ -35,7 +34,6 @@ from svdbench.pipeline.optimizations import (
     inspect_pipeline,
 )
 from svdbench.plan import try_predict
-from svdbench.quality.samples import generate as generate_samples
 from svdbench.record.identity import config_hash, frames_hash
 from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.settings.config import RunConfig
@@ -77,7 +75,6 @@ class Measurement:
     trace: bytes | None = None
     machine: MachineState | None = None  # the machine during the run (environment.state of the record)
     watch: MachineWatch | None = field(default=None, repr=False)
-    samples: Path | None = None  # the quality samples' frames, spooled until the record writer copies them
 
     @property
     def video(self) -> np.ndarray | None:
@@ -253,9 +250,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     meter = EnergyMeter(device, cfg.energy.source)
     peak = None
     release_freed_memory()
-    while len(measured) < MAX_CALLS and (
-        len(measured) < cfg.bench.repeats or sum(t.total_s for t in measured) < cfg.bench.min_seconds
-    ):
+    while enough([t.total_s for t in measured], cfg.bench) is None:  # bench.repeats, min_seconds, target_rel_width
         with meter.call():  # its readings come before and after the timed region
             frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
         watch.during_call()
@@ -298,8 +293,6 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
         result.metrics = quality_metrics(pipe, latents, videos[0], np.asarray(image), cfg)
         if cfg.batch_size > 1:
             result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
-    if cfg.quality.enabled:  # after everything measured, never timed: one video per image x seed
-        result.quality, measurement.samples = generate_samples(cfg, call)
     return videos
 
 
@@ -412,6 +405,7 @@ def summarize(
         calls_s=totals,
         stats=stats,
         compile_overhead_s=cold.total_s - stats.median if compiling else None,
+        stopped_because=enough(totals, cfg.bench),
     )
 
     def median(values: list[float]) -> float:

@@ -242,3 +242,51 @@ def median_interval(ordered: list[float], level: float = CI_LEVEL) -> tuple[floa
     if best is None:
         return None, None
     return ordered[best - 1], ordered[n - best]
+
+
+# The fewest calls with a distribution-free 95 percent interval of the median (median_interval): the earliest an
+# adaptive loop (bench.target_rel_width) can stop.
+MIN_CALLS_FOR_INTERVAL = 6
+
+
+def relative_width(calls_s: list[float]) -> float | None:
+    """Width of the median's 95 percent interval over the median; None with fewer than 6 calls."""
+    ordered = sorted(calls_s)
+    low, high = median_interval(ordered)
+    median = statistics.median(ordered) if ordered else 0.0
+    if low is None or high is None or median <= 0:
+        return None
+    return (high - low) / median
+
+
+def enough(calls_s: list[float], bench: Any) -> str | None:
+    """Why the measured loop stops after these calls (seconds each), or None to measure another.
+
+    At most bench.max_calls (1000 where the setting does not exist); at least until the calls add up to
+    bench.min_seconds; then, with bench.target_rel_width, as soon as the median's 95 percent interval is at
+    most that wide relative to the median (6 calls at the earliest: no such interval exists with fewer), with
+    bench.repeats as the cap; without it, after bench.repeats calls."""
+    n = len(calls_s)
+    cap = getattr(bench, "max_calls", 1000)
+    if n >= cap:
+        return f"bench.max_calls: {cap} calls"
+    if sum(calls_s) < bench.min_seconds:
+        return None
+    target = getattr(bench, "target_rel_width", None)
+    if target is not None:
+        width = relative_width(calls_s)
+        if width is not None and width <= target:
+            return (
+                f"bench.target_rel_width: the median's 95 percent interval was {100 * width:.1f} percent of the "
+                f"median after {n} calls (target {100 * target:g} percent)"
+            )
+        if n >= bench.repeats:
+            shown = "none yet (fewer than 6 calls)" if width is None else f"{100 * width:.1f} percent"
+            return (
+                f"bench.repeats: the cap of {bench.repeats} calls, before the median's 95 percent interval was "
+                f"{100 * target:g} percent of the median or narrower (it was {shown})"
+            )
+        return None
+    if n >= bench.repeats:
+        return "bench.min_seconds" if n > bench.repeats and bench.min_seconds > 0 else f"bench.repeats: {n} calls"
+    return None
