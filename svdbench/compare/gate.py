@@ -71,6 +71,11 @@ REASONS = {
     ),
     "storage_dtype": (LOSSY, "the UNet's weights are stored in float8 (3 or 2 mantissa bits)"),
     "quantize": (LOSSY, "int8/float8 weights (and activations): quantization error by design"),
+    "guidance_until_step": (
+        LOSSY,
+        "classifier-free guidance stops after opt.guidance_until_step steps: the later steps follow the "
+        "conditional prediction alone",
+    ),
     "dtype": (
         FAITHFUL,
         "it runs in another precision (dtype) than its baseline, and the threshold gate.min_psnr_db is by "
@@ -137,6 +142,8 @@ def expectation(
         found.append(REASONS["storage_dtype"])
     if _get(opt, "quantize") is not None:
         found.append(REASONS["quantize"])
+    if _get(opt, "guidance_until_step") is not None:
+        found.append(REASONS["guidance_until_step"])
     base_chunks = _chunks(_get(baseline_opt, "decode_chunk_size"), num_frames) if baseline_opt is not None else None
     if _chunks(_get(opt, "decode_chunk_size"), num_frames) != base_chunks:
         found.append(REASONS["decode_chunk_size"])

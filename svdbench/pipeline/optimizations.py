@@ -285,6 +285,10 @@ def apply_optimizations(
             pipe.unet = torch.compile(pipe.unet, mode=opt.compile.mode, fullgraph=opt.compile.fullgraph)
         if opt.compile.vae:
             pipe.vae.decoder = torch.compile(pipe.vae.decoder, mode=opt.compile.mode, fullgraph=opt.compile.fullgraph)
+    if opt.guidance_until_step is not None:  # hooks on whatever pipe.unet now is (compiled or not)
+        from svdbench.pipeline.guidance import limit_guidance
+
+        limit_guidance(pipe, opt.guidance_until_step)
     if opt.tf32 or opt.attention_backend != "auto":
         setattr(pipe, CALL_SETTINGS_ATTR, (opt, device))  # for inspect_pipeline: read inside call_context
     return pipe

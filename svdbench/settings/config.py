@@ -300,6 +300,13 @@ class OptConfig(_Checked):
         choices=(None, *QUANTIZE_MODES),
     )
     quantize_vae: bool = setting(False, "With opt.quantize: quantize the VAE decoder's linear layers too.")
+    guidance_until_step: int | None = setting(
+        None,
+        "Classifier-free guidance only for the first k denoising steps, then the UNet runs at half batch without "
+        "it (lossy: judge it with svdbench.compare); null: guidance at every step.",
+        minimum=0,
+        why="it is a number of steps, 0 or more (0: no guidance at all), or null for guidance at every step",
+    )
     compile: CompileConfig = setting(help="torch.compile.", factory=CompileConfig)
 
     def _check_values(self) -> None:
