@@ -52,6 +52,8 @@ def main(composed: DictConfig) -> tuple[float, float] | None:
         sys.exit(2 if sweep is None else 1)
     if multirun:
         return sweep_job(cfg, run_dir, overrides, str(sweep))
+    if _rank() != 0:  # torchrun's other ranks (parallel=cfg|data): rank 0's record holds their share
+        sys.exit(0 if run(cfg).result.status == "ok" else 1)
     result = write_record(cfg, run_dir, run(cfg), overrides, sweep)
     if result.status == "interrupted":
         raise KeyboardInterrupt  # the record is written; stop here, and stop a sweep too
@@ -68,6 +70,24 @@ class Interrupted(KeyboardInterrupt):
 
 def _interrupt(signum, frame) -> None:
     raise Interrupted(f"signal {signum}")
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (RANK), 0 otherwise."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _scratch_run_dir() -> None:
+    """torchrun's ranks other than 0 write nothing: Hydra's directory (its lock, .hydra/, log) is a temporary
+    one, removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="svdbench-rank-")
+    atexit.register(shutil.rmtree, scratch, True)
+    kept = [arg for arg in sys.argv[1:] if not arg.lstrip("+").startswith("hydra.run.dir=")]
+    sys.argv[1:] = [*kept, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 
 
 def cli() -> None:
@@ -89,16 +109,22 @@ def cli() -> None:
     from svdbench.sweep.plugins import register_plugins
 
     register_plugins()
+    if _rank() != 0:
+        _scratch_run_dir()
     try:
         main()
     except KeyboardInterrupt:
-        print(
-            "Interrupted. Finished runs keep their results; the interrupted one is marked 'interrupted'. "
-            "Re-run the same command (with hydra.sweep.dir=<the sweep's directory> for -m) to redo only the "
-            "unfinished jobs.",
-            file=sys.stderr,
-        )
+        print(f"Interrupted. {_next_step()}", file=sys.stderr)
         sys.exit(130)
+
+
+def _next_step() -> str:
+    """What to run after an interruption: a command that works (a run's directory is never written twice)."""
+    if os.environ.get(SWEEP_ENV):
+        return "The job is recorded as 'interrupted'; resuming its sweep redoes it."
+    rundir = sys.modules.get("svdbench.record.rundir")  # loaded once the output directory was claimed
+    hints = list(getattr(rundir, "INTERRUPT_HINT", []))
+    return hints[0] if hints else "Nothing was written: run the same command again."
 
 
 if __name__ == "__main__":

@@ -7,14 +7,19 @@ experiment (it does not if `conf/` defaults changed since); the frames hash whet
 bit-identical; the timing ratios how far the machine's speed moved. Extra overrides (e.g. `logger=none`)
 are appended; any that change the experiment show up as a different config hash.
 
+The replay's directory is a run directory like any other: it must be new or empty (svdbench.files.ownership),
+and the run writes its marker; replay.json is written beside the replay's record.
+
 Exit status: 0 reproduced, 1 not reproduced (frames, metrics, status or config differ, or the replay
-wrote no results), 2 RUN_DIR is not a run directory or its record cannot be read, or --out already holds a run.
+wrote no results), 2 RUN_DIR is not a run directory or its record cannot be read, or --out is not free (not
+empty, a file, a dangling link), 3 replay.json could not be written (a full disk, a read-only file system).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -23,9 +28,11 @@ from typing import Any
 
 import yaml
 
-from svdbench.files.atomic import write_json_atomic
+from svdbench.files.atomic import describe_os_error, write_json_atomic
+from svdbench.files.ownership import DirectoryTaken, check_free
+from svdbench.files.read import UnreadableFile, read_yaml
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
-from svdbench.record.rundir import OVERRIDES_FILE, existing_record
+from svdbench.record.rundir import OVERRIDES_FILE, RUN_PURPOSE, existing_record
 from svdbench.settings.dotted import flatten
 
 REPORT_FILE = "replay.json"
@@ -40,7 +47,7 @@ def load_record(run_dir: Path) -> tuple[RunResult, list[str]]:
     """results.json and the overrides of a run directory; NotARunDir says what is missing."""
     if not run_dir.is_dir():
         raise NotARunDir(f"{run_dir} does not exist or is not a directory: pass a run directory of svdbench.")
-    missing = [name for name in (RESULTS_FILE, str(OVERRIDES_FILE)) if not (run_dir / name).is_file()]
+    missing = [name for name in (RESULTS_FILE, str(OVERRIDES_FILE)) if not os.path.lexists(run_dir / name)]
     if missing:
         raise NotARunDir(
             f"{run_dir} is not an svdbench run directory: it has no {' and no '.join(missing)}. A run directory "
@@ -48,9 +55,9 @@ def load_record(run_dir: Path) -> tuple[RunResult, list[str]]:
             "directory of a sweep under outputs/sweeps/<date>/<time>/; pass one of those."
         )
     try:
-        overrides = yaml.safe_load((run_dir / OVERRIDES_FILE).read_text()) or []
-    except (OSError, yaml.YAMLError) as exc:
-        raise NotARunDir(f"{run_dir / OVERRIDES_FILE} cannot be read ({type(exc).__name__}: {exc}).") from None
+        overrides = read_yaml(run_dir / OVERRIDES_FILE) or []
+    except (UnreadableFile, yaml.YAMLError) as exc:
+        raise NotARunDir(f"{run_dir / OVERRIDES_FILE} cannot be read ({exc}).") from None
     if not isinstance(overrides, list):
         raise NotARunDir(f"{run_dir / OVERRIDES_FILE} is not a list of overrides; restore it from the run's log.")
     try:
@@ -165,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = (args.out or run_dir / f"replay-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    try:
+        check_free(out, "run", RUN_PURPOSE, "pass another --out (a new or empty directory), or move it away")
+    except DirectoryTaken as exc:
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
     found = existing_record(out)
     if found:
         print(f"error: {out} already holds {found}; pass another --out, or move it away.", file=sys.stderr)
@@ -183,8 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     report = {"run_dir": str(run_dir), "replay_dir": str(out), **compare(old, new)}
-    write_json_atomic(out / REPORT_FILE, report)
     print(f"Replay of {run_dir}\n       -> {out}\n{format_report(report)}")
+    try:
+        write_json_atomic(out / REPORT_FILE, report)
+    except OSError as exc:
+        print(
+            f"error: cannot write {out / REPORT_FILE}: {describe_os_error(exc)}. The comparison is printed above; "
+            "free some space and run the replay again to keep it.",
+            file=sys.stderr,
+        )
+        return 3
     return 0 if report["reproduced"] else 1
 
 

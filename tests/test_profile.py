@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_categories_top_ops_and_flops(profiled):
         assert profile.flops[kind] > 0 and profile.tflops_per_s[kind] > 0, kind
         assert profile.flops_coverage[kind] == pytest.approx(1.0, abs=0.05), kind  # every such op has its FLOPs
     # Counted from the trace's ops and shapes, independently of the FLOP counter on meta tensors: the same total.
-    assert sum(profile.flops.values()) == pytest.approx(result.flops["total_tflop"] * 1e12, rel=0.02)
+    assert sum(profile.flops.values()) == pytest.approx(result.flops.call.total_tflop * 1e12, rel=0.02)
 
 
 def test_trace_and_picture_are_written_and_results_round_trip(profiled):
@@ -109,8 +110,8 @@ def test_the_profiled_call_stays_out_of_the_measured_figures(profiled, tmp_path)
     assert len(result.latency.calls_s) == len(plain.latency.calls_s) == 2
     assert result.profile.call_s not in result.latency.calls_s
     assert len(result.steps.per_call_s) == 2  # the profiled call's steps are not among the measured ones
-    # The medians of two runs on a shared machine: equal within noise (a generous bound, not a benchmark).
-    assert 0.5 < result.median_s / plain.median_s < 2.0
+    # The median is that of the measured calls alone (a structural check: timings on a shared machine vary).
+    assert result.median_s == pytest.approx(statistics.median(result.latency.calls_s))
 
 
 def test_a_call_that_cannot_be_traced_is_a_note(tiny_pipeline):

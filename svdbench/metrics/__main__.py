@@ -8,7 +8,10 @@ Figures that cannot be computed are printed as "-" (null in JSON), and stderr sa
 (lines starting "note: "): the chunk-seam ratios without --decode-chunk-size (or when the chunk leaves no
 pair inside or across chunks), the first-frame fidelity without --reference, and every temporal metric
 of a one-frame video. A one-frame video still exits with status 0: its per-frame figures (size, luma,
-first-frame PSNR and SSIM) are real results. Exit status 2 is kept for input that yields no figure at all.
+first-frame PSNR and SSIM) are real results. Exit status 2 is kept for input that yields no figure at all,
+and for a --pictures folder that is not free (svdbench.files.ownership: not empty and not pictures of the same
+video, a file or a dangling link in the way), refused before anything is computed. Exit status 3: the figures
+were printed but the pictures could not be written (a full disk, a read-only file system, a file-size limit).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from svdbench.files.atomic import atomic_path, describe_os_error
+from svdbench.files.ownership import DirectoryTaken, claim_directory
 from svdbench.metrics.definitions import METRICS
 from svdbench.metrics.io import VideoInputError, load_frames, load_reference
 
@@ -112,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from svdbench.metrics.suite import compute_suite
 
+    if args.pictures is not None:  # before the work: a folder that is not free is refused with nothing computed
+        try:
+            claim_directory(
+                args.pictures,
+                "pictures",
+                f"pictures of {args.video.resolve()}",
+                "pass --pictures DIR with a new or empty folder",
+            )
+        except DirectoryTaken as exc:
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"error: cannot write --pictures {args.pictures}: {_cannot(exc)}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     try:
         frames = load_frames(args.video)
@@ -130,14 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in notes(suite, args):
         print(line, file=sys.stderr)
+    print(json.dumps(suite, allow_nan=False) if args.json else table(suite), flush=True)
     if args.pictures is not None:
-        from svdbench.metrics.plots import save_pictures
+        from svdbench.metrics.plots import PICTURES, save_filmstrip, save_flicker_plot
 
-        args.pictures.mkdir(parents=True, exist_ok=True)
-        save_pictures(args.pictures, frames, suite)
+        try:
+            with atomic_path(args.pictures / PICTURES["filmstrip"]) as tmp:
+                save_filmstrip(frames, tmp)
+            with atomic_path(args.pictures / PICTURES["flicker_plot"]) as tmp:
+                save_flicker_plot(suite, tmp, decode_chunk_size=None)
+        except OSError as exc:
+            print(f"error: the pictures could not be written into {args.pictures}: {_cannot(exc)}", file=sys.stderr)
+            return 3
         log.info("pictures in %s", args.pictures)
-    print(json.dumps(suite, allow_nan=False) if args.json else table(suite))
     return 0
+
+
+def _cannot(exc: OSError) -> str:
+    return (
+        f"{exc.filename or ''}{': ' if exc.filename else ''}{describe_os_error(exc)}. Free some space, or pass "
+        "--pictures DIR on a writable disk (a new or empty folder)."
+    )
 
 
 if __name__ == "__main__":

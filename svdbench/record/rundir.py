@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from svdbench.files.atomic import DirectoryBusy, DirectoryLock, atomic_path, describe_os_error
+from svdbench.files.ownership import DirectoryTaken, check_free, job_purpose, mark, unusable_location
 from svdbench.record.identity import environment, is_presentation, provenance
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
 from svdbench.settings.config import QUALITY_SET_SIZE, SWEEP_ENV, RunConfig
@@ -69,11 +71,36 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
+# The purposes a run directory's marker (svdbench.files.ownership) records.
+RUN_PURPOSE = "a run"
+
+
+def check_file_size_limit(needed: dict[str, int]) -> None:
+    """OutputLocationError when this process may not write files as large as a run writes (ulimit -f)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    largest = max([*needed.values(), 2**20])
+    if soft != resource.RLIM_INFINITY and soft < largest:
+        raise OutputLocationError(
+            f"This process may write files of at most {soft / 1024:.0f} KiB (the file-size limit, ulimit -f), and a "
+            f"run writes files of up to about {largest / 2**20:.1f} MiB (its settings, log, results and video), so "
+            "it would stop half-way with files cut short. Raise the limit (ulimit -f unlimited) or leave out the "
+            "largest files (save_frames=false, metrics.pictures=false)."
+        )
+
+
 def check_output_location(path: Path, needed: dict[str, int]) -> None:
     """Raise OutputLocationError unless `path` can become a writable directory with room for `needed`
     (bytes by what they are for)."""
-    existing = nearest_existing(path)
     where = "hydra.run.dir=... (or hydra.sweep.dir=... for -m)"
+    unusable = unusable_location(path)
+    if unusable:
+        raise OutputLocationError(
+            f"Cannot create the output directory {path}: {unusable}. Choose another location with {where}, or "
+            "remove what is in the way."
+        )
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise OutputLocationError(
             f"Cannot create the output directory {path}: {existing} is a file, not a directory. Choose another "
@@ -99,6 +126,7 @@ def check_output_location(path: Path, needed: dict[str, int]) -> None:
             f"{total / 2**20:.1f} MiB needed ({parts}). Free some space, write elsewhere with {where}, or leave out "
             "the largest files (save_frames=false, metrics.pictures=false, logger=none)."
         )
+    check_file_size_limit(needed)
     if stats.f_files and stats.f_favail < INODES_NEEDED:
         raise OutputLocationError(
             f"No room for the run's files in {existing}: the file system has {stats.f_favail} free inodes (file "
@@ -150,9 +178,16 @@ def existing_record(directory: Path) -> str | None:
     return None
 
 
-def claim(directory: Path, *, in_sweep: bool = False) -> DirectoryLock:
-    """Take `directory` for this process: its lock, and (outside a sweep) the guarantee that it holds no other
-    run's record. Raises DirectoryBusy or RecordExists with a message that says how to proceed."""
+def claim(directory: Path, *, in_sweep: bool = False, sweep: str | None = None) -> DirectoryLock:
+    """Take `directory` for this process: its lock, the guarantee that it is empty or a run directory svdbench
+    made for the same purpose (its marker, svdbench.files.ownership: a sweep's job directory is made by the
+    sweep), and (outside a sweep) that it holds no other run's record. Raises DirectoryBusy, DirectoryTaken or
+    RecordExists with a message that says how to proceed."""
+    purpose = job_purpose(sweep) if in_sweep and sweep else RUN_PURPOSE
+    how = (
+        "give this run a directory of its own (the default hydra.run.dir is new for every run), or move that "
+        "directory's contents away"
+    )
 
     def refuse_if_taken() -> None:
         found = None if in_sweep else existing_record(directory)
@@ -164,11 +199,18 @@ def claim(directory: Path, *, in_sweep: bool = False) -> DirectoryLock:
                 f"repeat that run beside its record, use `python -m svdbench.replay {directory}`.",
             )
 
+    created = not os.path.lexists(directory)
+    check_free(directory, "run", purpose, how)  # before the lock, which creates the directory
     lock = DirectoryLock(directory).acquire()  # DirectoryBusy while another process writes there
     try:
+        own = check_free(directory, "run", purpose, how)  # again, now that no other svdbench process can write
         refuse_if_taken()
-    except RecordExists:
+        if not own:
+            mark(directory, "run", purpose)
+    except (RecordExists, DirectoryTaken):
         lock.release()  # a refused run leaves the directory exactly as it was
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
         raise
     return lock.announce()
 
@@ -178,25 +220,74 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = Path(config.hydra.run.dir)
-        in_sweep = bool(os.environ.get(SWEEP_ENV))
+        sweep = os.environ.get(SWEEP_ENV)
         _or_exit(lambda: check_output_location(directory, needed_bytes(config)))
-        _or_exit(lambda: claim(directory, in_sweep=in_sweep))
+        _or_exit(lambda: claim(directory, in_sweep=bool(sweep), sweep=sweep))
         reserve_space(directory)
+        set_interrupt_hint(
+            "The interrupted run's record is kept in "
+            f"{directory}. To measure it again, run `python -m svdbench.replay {directory}` (it repeats the run "
+            "into a new directory beside it), or the same command with a new hydra.run.dir=... (the default is new "
+            "for every run)."
+        )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = Path(config.hydra.sweep.dir)
         _or_exit(lambda: check_output_location(directory, needed_bytes(config)))
+        purpose = sweep_purpose(config)
+        how = "give this sweep its own directory (hydra.sweep.dir=..., or leave it at the default, new every time)"
+        created = not os.path.lexists(directory)
+        _or_exit(lambda: check_free(directory, "sweep", purpose, how) if not (directory / SWEEP_FILE).is_file() else 0)
         lock = _or_exit(lambda: DirectoryLock(directory).acquire())
-        _or_exit(lambda: check_sweep_dir(directory, config))  # before announcing: a refusal changes nothing
+        try:
+            _or_exit(lambda: check_sweep_dir(directory, config))  # before announcing: a refusal changes nothing
+            own = _or_exit(lambda: check_free(directory, "sweep", purpose, how))
+        except SystemExit:
+            lock.release()
+            if created:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        if not own:
+            _or_exit(lambda: mark(directory, "sweep", purpose))
         lock.announce()
+        command = " ".join(shlex.quote(a) for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir="))
+        set_interrupt_hint(
+            "Finished jobs keep their results; the interrupted one is marked 'interrupted'. To redo only the "
+            f"unfinished jobs, run: python -m svdbench {command} hydra.sweep.dir={shlex.quote(str(directory))}"
+        )
 
 
 def _or_exit(check: Callable[[], Any]) -> Any:
     try:
         return check()
-    except (OutputLocationError, RecordExists, DirectoryBusy) as exc:
+    except (OutputLocationError, RecordExists, DirectoryBusy, DirectoryTaken) as exc:
         print(f"error: {exc.strerror if exc.strerror else exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # the directory or its marker cannot be written (read-only, full, a file-size limit)
+        where = exc.filename or "the output directory"
+        print(
+            f"error: cannot write {where}: {describe_os_error(exc)}. Choose an output directory on a writable disk "
+            "with room (hydra.run.dir=..., or hydra.sweep.dir=... for -m).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+# What the interrupt message of `python -m svdbench` says to do next (set once the output directory is known).
+INTERRUPT_HINT: list[str] = []
+
+
+def set_interrupt_hint(text: str) -> None:
+    INTERRUPT_HINT[:] = [text]
+
+
+def sweep_purpose(config: DictConfig) -> str:
+    """The purpose in a sweep directory's marker: a sweep of these settings (a hash of `_settings`)."""
+    import hashlib
+    import json
+
+    text = json.dumps(_settings(config), sort_keys=True, default=str)
+    return f"a sweep of settings {hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def _settings(config: DictConfig) -> dict[str, Any]:
@@ -325,8 +416,8 @@ def write_record(
             f"{len(result.file_errors)} file(s) could not be written ({', '.join(result.file_errors)}); the "
             "measurement above is complete. See file_errors."
         )
-    _save(result, run_dir)  # again, with the files; if this fails, the first complete version stays
-    _log_outcome(result, run_dir)
+    saved = _save(result, run_dir)  # again, with the files; if this fails, the first complete version stays
+    _log_outcome(result, run_dir, saved)
     if cfg is not None and cfg.logger.name == "wandb" and result.status != "interrupted":
         from svdbench.record.tracking import log_run
 
@@ -405,8 +496,12 @@ def _save(result: RunResult, run_dir: Path, quiet: bool = False) -> bool:
         return False
 
 
-def _log_outcome(result: RunResult, run_dir: Path) -> None:
-    path = run_dir / RESULTS_FILE
+def _log_outcome(result: RunResult, run_dir: Path, saved: bool = True) -> None:
+    """The run's last line; it names results.json only as what is on disk (when the final write failed, the
+    file there is the first version, without the list of files, and the full results are in the log above)."""
+    path: Any = run_dir / RESULTS_FILE
+    if not saved:
+        path = f"{path} (its first version only: the final write failed, the full results are printed above)"
     if result.status == "ok" and result.memory is not None and result.throughput is not None:
         batch = f" per call of {result.batch_size} videos" if result.batch_size > 1 else " per video"
         log.info(

@@ -15,6 +15,7 @@ failed job, not a failed sweep (`SweepLauncher`).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -29,6 +30,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from svdbench.files.atomic import DirectoryBusy, DirectoryLock
+from svdbench.files.ownership import is_job_of
+from svdbench.files.read import find_records
 from svdbench.record.identity import config_hash
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult, now_iso
 from svdbench.record.rundir import set_aside, write_record
@@ -43,6 +47,10 @@ COMPLETE = ("ok", "unsupported", "oom", "nan")
 PENALTY = 1e9
 # Launchers that call the task function in the sweep's own process.
 IN_PROCESS_LAUNCHERS = ("BasicLauncher", "SweepLauncher")
+# How long a resumed sweep waits for a job of the same sweep that is still running (an earlier sweep's job whose
+# parent was killed: it dies within a second of its parent, by its parent-death signal), before it refuses.
+LIVE_JOB_WAIT_S = 20.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def launcher_isolates_jobs() -> bool:
@@ -60,6 +68,7 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
     if previous is not None and not cfg.sweep.redo:
         log.info("Skipping %s: complete results (%s) of the same config exist.", run_dir, previous.status)
         return objectives(previous, cfg.sweep.flicker_limit)
+    wait_for_live_job(run_dir)
     set_aside(run_dir, "sweep.redo=true" if previous is not None else why)
     verdict = budget.before_job(cfg, sweep)  # sweep.budget_s: a job that does not fit is recorded as skipped
     if verdict.skipped is not None:
@@ -88,6 +97,8 @@ def previous_result(run_dir: Path, digest: str) -> tuple[RunResult | None, str]:
             log.warning("Redoing %s: %s", run_dir, exc)
             return None, "its results.json could not be read"
         return None, "no results"
+    if previous.config_hash is None:  # a record written for a job that never ran (invalid settings, no start)
+        return None, f"status {previous.status}, written before the job ran (no configuration recorded): redone"
     if previous.config_hash != digest:
         log.warning(
             "Redoing %s: its results were made by another configuration (config hash %s, now %s); they are kept "
@@ -102,13 +113,92 @@ def previous_result(run_dir: Path, digest: str) -> tuple[RunResult | None, str]:
     return previous, ""
 
 
+def wait_for_live_job(run_dir: Path, wait_s: float = LIVE_JOB_WAIT_S) -> None:
+    """Return once no process writes `run_dir` (its lock is free); a job still running after `wait_s` (of another
+    invocation of this sweep) stops this one with one paragraph naming its pid (exit status 2): two jobs at
+    once would contaminate each other's timings."""
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while True:
+        try:
+            DirectoryLock(run_dir).acquire().release()
+            return
+        except DirectoryBusy as exc:
+            if time.monotonic() >= deadline:
+                print(
+                    f"error: {exc.strerror} This sweep stopped rather than run a job beside it (both timings would "
+                    "be wrong): wait for that process to end, or end it (kill PID), then re-run this command.",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
+            if not announced:
+                log.warning("Waiting up to %.0f s for a running job in %s to end.", wait_s, run_dir)
+                announced = True
+            time.sleep(0.5)
+
+
+def _die_with_parent(parent: int) -> None:
+    """preexec_fn of a job's process: the kernel kills it (SIGKILL) when the sweep's process ends, however that
+    ends, so a job never runs on alone beside a resumed sweep (prctl PR_SET_PDEATHSIG; Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the job's process group still gets the sweep's Ctrl-C
+        return
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def oom_kills() -> dict[str, int]:
+    """The kernel's OOM-kill counters this process can see: its cgroup's (cgroup v2 memory.events oom_kill) and
+    the whole machine's (/proc/vmstat oom_kill). A job killed by SIGKILL was killed by the OOM killer only if
+    one of them went up meanwhile."""
+    counters: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                events = Path("/sys/fs/cgroup") / line.split("::", 1)[1].strip().lstrip("/") / "memory.events"
+                for entry in events.read_text().splitlines():
+                    name, _, value = entry.partition(" ")
+                    if name == "oom_kill":
+                        counters["cgroup"] = int(value)
+    except (OSError, ValueError):
+        pass
+    try:
+        for entry in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = entry.partition(" ")
+            if name == "oom_kill":
+                counters["kernel"] = int(value)
+    except (OSError, ValueError):
+        pass
+    return counters
+
+
+def killed_reason(before: dict[str, int], after: dict[str, int]) -> tuple[str, str]:
+    """(status, reason) of a job whose process was killed by SIGKILL, from the OOM counters around it."""
+    grew = [name for name in after if name in before and after[name] > before[name]]
+    if grew:
+        where = " and ".join({"cgroup": "its cgroup's", "kernel": "the kernel's"}[name] for name in grew)
+        return "oom", f"The job's process was killed by the kernel's OOM killer ({where} OOM-kill counter went up)."
+    seen = " and ".join({"cgroup": "its cgroup's", "kernel": "the kernel's"}[n] for n in before) or "no"
+    return "error", (
+        f"The job's process was killed by SIGKILL, not by the OOM killer ({seen} OOM-kill counter did not change): "
+        "by a user, another program or a scheduler's time limit."
+    )
+
+
 def run_in_child(run_dir: Path, overrides: list[str], sweep: str) -> RunResult:
     """Run one job in a fresh `python -m svdbench` process and return its results.
 
     A crash becomes a result, not an exception: if the child wrote no results, a failure record is written.
+    The child dies with this process (`_die_with_parent`).
     """
     command = [sys.executable, "-m", "svdbench", *overrides, f"hydra.run.dir={run_dir}", "hydra.mode=RUN"]
-    child = subprocess.Popen(command, env=dict(os.environ, **{SWEEP_ENV: sweep}))
+    before = oom_kills()
+    parent = os.getpid()
+    child = subprocess.Popen(
+        command, env=dict(os.environ, **{SWEEP_ENV: sweep}), preexec_fn=lambda: _die_with_parent(parent)
+    )
     try:
         code = child.wait()
     except KeyboardInterrupt:  # let the child record its interruption, then stop the sweep
@@ -125,13 +215,16 @@ def run_in_child(run_dir: Path, overrides: list[str], sweep: str) -> RunResult:
     except ResultsError:
         pass
     if code < 0 and -code == signal.SIGKILL:
-        status, reason = "oom", "The job's process was killed by SIGKILL, most likely by the kernel's OOM killer."
+        status, reason = killed_reason(before, oom_kills())
     elif code < 0:
         status, reason = "error", f"The job's process died from signal {signal.Signals(-code).name}."
     else:
         status, reason = "error", f"The job's process exited with code {code} without writing {RESULTS_FILE}."
     result = RunResult(status=status, reason=reason + " Its log is in this directory.", finished_at=now_iso())
-    result.save(run_dir)
+    try:
+        result.save(run_dir)
+    except OSError as exc:
+        log.error("Could not record the failure of %s (%s): %s", run_dir, exc, reason)
     return result
 
 
@@ -147,9 +240,9 @@ def objectives(result: RunResult | None, flicker_limit: float | None) -> tuple[f
 
 def sweep_statuses(sweep_dir: Path) -> Counter:
     statuses: Counter = Counter()
-    for path in Path(sweep_dir).rglob(RESULTS_FILE):
-        if any(part.startswith("previous-") for part in path.relative_to(sweep_dir).parts):
-            continue  # an earlier attempt, set aside
+    for path in find_records(Path(sweep_dir), RESULTS_FILE):  # earlier attempts (previous-N/) left out
+        if not is_job_of(path.parent, Path(sweep_dir)):
+            continue  # not a directory this sweep made
         try:
             statuses[RunResult.load(path).status] += 1
         except ResultsError:

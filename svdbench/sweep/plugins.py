@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict
 
+from svdbench.files.atomic import describe_os_error, write_text_atomic
+from svdbench.files.ownership import DirectoryTaken, check_free, job_purpose, mark
 from svdbench.record.results import RunResult, now_iso
 from svdbench.record.rundir import OVERRIDES_FILE, set_aside
+from svdbench.settings.hydra_api import (
+    BasicSweeper,
+    JobReturn,
+    JobStatus,
+    Plugins,
+    configure_log,
+    filter_overrides,
+    replace_save_config,
+    run_job,
+    setup_globals,
+)
 from svdbench.sweep.jobs import PENALTY
 
 log = logging.getLogger("svdbench.sweep.jobs")
@@ -71,23 +83,46 @@ class SweepLauncher(Launcher):
             if problem is not None:
                 runs.append(self._failed_job(idx, list(overrides), problem))
                 continue
+            job_dir = self._job_dir(idx)
+            try:  # the job's directory is the sweep's own (its marker) or empty, before Hydra writes into it
+                if not check_free(job_dir, "run", self._purpose(), _HOW):
+                    mark(job_dir, "run", self._purpose())
+            except DirectoryTaken as exc:
+                log.error("Job #%d not run: %s", idx, exc.strerror)
+                runs.append(_job_return(list(overrides), job_dir))
+                continue
+            except OSError as exc:
+                runs.append(self._could_not_start(idx, list(overrides), job_dir, exc))
+                continue
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            runs.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=sweep_config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
+            _LAUNCHING[:] = [True]
+            try:
+                runs.append(
+                    run_job(
+                        hydra_context=self.hydra_context,
+                        task_function=self.task_function,
+                        config=sweep_config,
+                        job_dir_key="hydra.sweep.dir",
+                        job_subdir_key="hydra.sweep.subdir",
+                    )
                 )
-            )
+            except JobCouldNotStart as exc:  # Hydra could not save the job's settings (a full disk, ulimit -f)
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                runs.append(self._could_not_start(idx, list(overrides), job_dir, exc))
+                continue
+            finally:
+                _LAUNCHING.clear()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return runs
 
-    def _failed_job(self, idx: int, overrides: list[str], problem: str) -> JobReturn:
+    def _purpose(self) -> str:
+        assert self.config is not None
+        return job_purpose(str(self.config.hydra.sweep.dir))
+
+    def _job_dir(self, idx: int) -> Path:
         assert self.config is not None
         config = copy.deepcopy(self.config)
         with open_dict(config):
@@ -97,16 +132,85 @@ class SweepLauncher(Launcher):
             subdir = str(config.hydra.sweep.subdir)
         except Exception:  # a subdir that needs the job's own (uncomposable) config
             subdir = str(idx)
-        job_dir = Path(str(self.config.hydra.sweep.dir)) / subdir
+        return Path(str(self.config.hydra.sweep.dir)) / subdir
+
+    def _failed_job(self, idx: int, overrides: list[str], problem: str) -> JobReturn:
+        job_dir = self._job_dir(idx)
         log.error("Job #%d (%s) has invalid settings: %s", idx, " ".join(overrides), problem)
-        set_aside(job_dir, "replaced by a job with invalid settings")
-        (job_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (job_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(overrides))
-        RunResult(status="error", reason=problem, finished_at=now_iso()).save(job_dir)
-        ret = JobReturn(overrides=overrides, working_dir=str(job_dir), hydra_cfg=None)
-        ret.status = JobStatus.COMPLETED
-        ret.return_value = (PENALTY, PENALTY)
-        return ret
+        try:
+            if not check_free(job_dir, "run", self._purpose(), _HOW):
+                mark(job_dir, "run", self._purpose())
+            set_aside(job_dir, "replaced by a job with invalid settings")
+            (job_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(job_dir / OVERRIDES_FILE, yaml.safe_dump(overrides))
+            RunResult(status="error", reason=problem, finished_at=now_iso()).save(job_dir)
+        except DirectoryTaken as exc:
+            log.error("Job #%d not recorded: %s", idx, exc.strerror)
+        except OSError as exc:
+            return self._could_not_start(idx, overrides, job_dir, exc)
+        return _job_return(overrides, job_dir)
+
+    def _could_not_start(self, idx: int, overrides: list[str], job_dir: Path, exc: OSError) -> JobReturn:
+        """A job whose directory or settings could not be written: an `error` record and the sweep goes on;
+        when even that record cannot be written, the sweep stops here with one paragraph (exit status 1)."""
+        assert self.config is not None
+        why = describe_os_error(exc) if not isinstance(exc, JobCouldNotStart) else str(exc.strerror)
+        reason = (
+            f"The job could not start: its directory {job_dir} could not be written ({why}). Free some space (or "
+            "raise ulimit -f) and re-run the same command with hydra.sweep.dir=... to run it."
+        )
+        log.error("Job #%d (%s): %s", idx, " ".join(overrides), reason)
+        try:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            RunResult(status="error", reason=reason, finished_at=now_iso()).save(job_dir)
+        except OSError as again:
+            sweep_dir = self.config.hydra.sweep.dir
+            print(
+                f"error: the sweep stopped at job #{idx}: nothing can be written in {job_dir} "
+                f"({describe_os_error(again)}), not even the record of the failure. The jobs before it keep their "
+                f"records. Free some space and re-run the same command with hydra.sweep.dir={sweep_dir} to resume: "
+                "complete jobs are skipped.",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        return _job_return(overrides, job_dir)
+
+
+_HOW = "move it away, or give this sweep a directory of its own (hydra.sweep.dir=...)"
+# Set while the launcher runs a job through Hydra's run_job: a failed save of the job's settings is then that
+# job's failure (JobCouldNotStart), not the end of the sweep.
+_LAUNCHING: list[bool] = []
+
+
+class JobCouldNotStart(OSError):
+    """Hydra could not save a job's settings into its directory."""
+
+
+def _job_return(overrides: list[str], job_dir: Path) -> JobReturn:
+    ret = JobReturn(overrides=overrides, working_dir=str(job_dir), hydra_cfg=None)
+    ret.status = JobStatus.COMPLETED
+    ret.return_value = (PENALTY, PENALTY)
+    return ret
+
+
+def save_config_atomically(cfg: Any, filename: str, output_dir: Path) -> None:
+    """Hydra's `_save_config` (its .hydra/config.yaml, hydra.yaml, overrides.yaml), written through a temporary
+    name so that a full disk or a file-size limit leaves no half-written file; the failure is one paragraph and
+    exit status 2 for a run, the job's `error` record for a sweep's job (SweepLauncher)."""
+    from omegaconf import OmegaConf
+
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(output_dir) / filename, OmegaConf.to_yaml(cfg))
+    except OSError as exc:
+        message = (
+            f"cannot save the run's settings into {Path(output_dir) / filename}: {describe_os_error(exc)}. Free some "
+            "space, raise the file-size limit (ulimit -f), or choose another directory (hydra.run.dir=...)."
+        )
+        if _LAUNCHING:
+            raise JobCouldNotStart(exc.errno or 0, message) from None
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _job_problem(overrides: list[str]) -> str | None:
@@ -121,7 +225,7 @@ SweepSweeper.__module__ = SweepLauncher.__module__ = PLUGIN_MODULE
 # conf/hydra/{launcher,sweeper}/basic.yaml put these classes in place of Hydra's under the same name, so that
 # experiments which choose another sweeper (experiment=tradeoff: Optuna) still can. Hydra warns that matching a
 # YAML file to a schema by its name is deprecated; harmless here, and filtered
-# (svdbench.settings.arguments.SCHEMA_MATCH).
+# (svdbench.settings.hydra_api.SCHEMA_MATCH).
 
 
 def register_plugins() -> None:
@@ -135,8 +239,7 @@ def register_plugins() -> None:
     import sys
     import types
 
-    from hydra.core.plugins import Plugins
-
+    replace_save_config(save_config_atomically)
     plugins = Plugins.instance()
     if "hydra_plugins" not in sys.modules:
         try:
@@ -146,3 +249,8 @@ def register_plugins() -> None:
     sys.modules[PLUGIN_MODULE] = sys.modules[__name__]
     plugins.register(SweepSweeper)
     plugins.register(SweepLauncher)
+    from svdbench.sweep.ray import RaySweepLauncher  # hydra/launcher=ray (Ray itself is imported only there)
+
+    RaySweepLauncher.__module__ = PLUGIN_MODULE
+    setattr(sys.modules[PLUGIN_MODULE], RaySweepLauncher.__name__, RaySweepLauncher)
+    plugins.register(RaySweepLauncher)
