@@ -37,6 +37,7 @@ from svdbench.compare.jobs import (
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.timing import Stats, median_interval
 from svdbench.record.results import RunResult
+from svdbench.settings.saved import from_values
 
 from .conftest import FAST, compose_config, run_cli, run_tiny
 
@@ -184,7 +185,7 @@ def test_fields_other_parts_add_become_columns_and_warnings(tiny_record, tmp_pat
 
     def job(name: str, **opt) -> Job:
         result = RunResult.load(tiny_record)
-        config = {"opt.name": "none", "seed": 42, **{f"opt.{k}": v for k, v in opt.items()}}
+        config = from_values({"opt.name": "none", "seed": 42, **{f"opt.{k}": v for k, v in opt.items()}})
         return Job(directory=tiny_record, name=name, overrides={}, config=config, result=result)
 
     plain, chunked = job("0"), job("1", forward_chunking=True)
@@ -213,3 +214,67 @@ def test_fields_other_parts_add_become_columns_and_warnings(tiny_record, tmp_pat
     notes = table_notes(jobs, table)
     assert any("job 1: load average 3.1 on 2 cores" in n for n in notes)
     assert any(n.startswith("Random weights make frames noise") for n in notes)  # the tiny run's weights
+
+
+# ------------------------------------------------------------------------- a job's settings, read back typed
+
+
+def test_a_jobs_settings_are_read_back_typed_from_its_hydra_config(tiny_record, tmp_path):
+    """The comparison reads the job's .hydra/config.yaml as the run's typed RunConfig (the schema's defaults for
+    what the file does not set); a record without it falls back to results.json's fields, with a note; a setting
+    an older version had and the schema no longer has is left out, with a note."""
+    from svdbench.compare.jobs import load_job
+    from svdbench.settings.config import RunConfig
+
+    sweep = tmp_path / "sweep"
+    write_job(tiny_record, sweep / "0", ["opt=chunking", "max_guidance_scale=1.5"], [1.0], [1.0])
+    job = load_job(sweep / "0", sweep)
+    assert isinstance(job.config, RunConfig) and job.config_notes == []
+    assert (job.config.opt.name, job.config.opt.forward_chunking, job.config.max_guidance_scale) == (
+        "chunking",
+        True,
+        1.5,
+    )
+    assert job.config.height == job.config.model.height  # config.yaml's interpolation, resolved as in the run
+
+    write_job(tiny_record, sweep / "1", ["seed=7"], [1.0], [1.0])
+    (sweep / "1" / ".hydra" / "config.yaml").unlink()
+    result = RunResult.load(sweep / "1")
+    result.seed = 7  # what a run with seed=7 records
+    result.save(sweep / "1")
+    bare = load_job(sweep / "1", sweep)
+    assert bare.config.seed == bare.result.seed == 7 and bare.config.opt.name == bare.result.opt == "none"
+    assert bare.config.max_guidance_scale == RunConfig.__dataclass_fields__["max_guidance_scale"].default
+    assert len(bare.config_notes) == 1 and bare.config_notes[0].startswith("settings read from results.json")
+    assert "no .hydra/config.yaml" in bare.config_notes[0] and "seed" in bare.config_notes[0]
+
+    write_job(tiny_record, sweep / "2", ["opt=none"], [1.0], [1.0])
+    path = sweep / "2" / ".hydra" / "config.yaml"
+    path.write_text(path.read_text() + "retired_setting: 3\n")
+    older = load_job(sweep / "2", sweep)
+    assert older.config.opt.name == "none" and "retired_setting" in older.config_notes[0]
+    notes = table_notes([job, bare, older], rows([job, bare, older], []))
+    assert "Settings not read from the job's .hydra/config.yaml:" in notes
+    assert any(n.startswith("  - job 1: settings read from results.json") for n in notes)
+
+
+def test_baseline_and_ignore_keys_must_name_settings(tiny_record, tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(tiny_record, sweep / "0", ["opt=none"], [1.0], [1.0])
+    write_job(tiny_record, sweep / "1", ["opt=none", "max_guidance_scale=1.5", "opt.fuse_qkv=true"], [1.0], [1.0])
+    for args, named in (
+        (["--ignore", "max_guidance"], "--ignore max_guidance: `max_guidance` is not a setting"),
+        (["--baseline", "opt.nam=none"], "--baseline opt.nam=none: `opt.nam` is not a setting"),
+    ):
+        proc = run_cli(tmp_path, "sweep", *args, module="svdbench.compare")
+        assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
+        assert not (sweep / "comparison.md").exists()  # nothing written
+    from svdbench.compare.jobs import assign_baselines, load_jobs
+
+    jobs = load_jobs(sweep)
+    assign_baselines(jobs, "opt.name=none")
+    assert jobs[1].baseline is jobs[1]  # max_guidance_scale differs: job 0 is no candidate, job 1 is one itself
+    assign_baselines(jobs, "opt.name=none", ignored=("max_guidance_scale",))
+    assert jobs[1].baseline is jobs[0]  # both are candidates now: the plainest (no opt.fuse_qkv) wins
+    assign_baselines(jobs, "opt.fuse_qkv=true", ignored=("max_guidance_scale",))  # a bool as the command line writes it
+    assert jobs[0].baseline is jobs[1]

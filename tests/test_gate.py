@@ -13,15 +13,29 @@ from omegaconf import OmegaConf
 from svdbench.compare import gate
 from svdbench.compare.command import GATE_FAILED
 from svdbench.compare.gate import FAITHFUL, LOSSLESS, LOSSY, UNKNOWN, classify, expectation, failure_message, judge
-from svdbench.settings.config import GATE_MIN_PSNR_DB
+from svdbench.settings.config import GATE_MIN_PSNR_DB, OptConfig, RunConfig
+from svdbench.settings.saved import from_values
 
 from .conftest import FAST, compose_config, run_cli, run_tiny
 
 QUIET = [*FAST, "logger=none"]
 
 
+def opt_of(settings: dict) -> OptConfig:
+    """The typed opt settings of a job: the schema's defaults with these dotted settings (relative to opt)."""
+    return from_values({f"opt.{key}": value for key, value in settings.items()}).opt
+
+
+def opt(**settings) -> OptConfig:
+    return opt_of(settings)
+
+
+def config(**dotted) -> RunConfig:
+    return from_values({key.replace("__", "."): value for key, value in dotted.items()})
+
+
 @pytest.mark.parametrize(
-    ("opt", "expected"),
+    ("settings", "expected"),
     [
         ({}, LOSSLESS),
         ({"name": "none", "offload": "none"}, LOSSLESS),
@@ -31,37 +45,40 @@ QUIET = [*FAST, "logger=none"]
         ({"forward_chunking": True}, FAITHFUL),
         ({"tf32": True}, FAITHFUL),
         ({"compile.unet": True}, FAITHFUL),
-        ({"compile": {"vae": True}}, FAITHFUL),  # nested settings too
+        ({"compile.vae": True}, FAITHFUL),
         ({"attention_backend": "math"}, FAITHFUL),
         ({"attention_backend": "auto"}, LOSSLESS),
         ({"fuse_qkv": True}, FAITHFUL),
         ({"deepcache.enabled": True}, LOSSY),
         ({"deepcache.enabled": True, "deepcache.cache_interval": 1}, FAITHFUL),
-        ({"storage_dtype": "float8_e4m3fn"}, LOSSY),
+        ({"storage_dtype": "fp8_e4m3"}, LOSSY),
         ({"quantize": "int8_weight_only"}, LOSSY),
         ({"decode_chunk_size": 2}, LOSSY),  # against a baseline that decodes all frames at once
-        ({"opt.tf32": True, "opt.quantize": "int8_dynamic"}, LOSSY),  # run-config keys; the worst setting wins
+        ({"tf32": True, "quantize": "int8_dynamic"}, LOSSY),  # the worst setting wins
     ],
 )
-def test_expected_verdict_of_each_setting(opt, expected):
-    assert expectation(opt)[0] == expected
+def test_expected_verdict_of_each_setting(settings, expected):
+    assert expectation(opt_of(settings))[0] == expected
 
 
 def test_decode_chunks_count_only_where_they_differ_from_the_baseline():
-    assert expectation({"decode_chunk_size": 2}, {"decode_chunk_size": 2})[0] == LOSSLESS
-    assert expectation({"decode_chunk_size": 2}, {"decode_chunk_size": 4})[0] == LOSSY
+    assert expectation(opt(decode_chunk_size=2), opt(decode_chunk_size=2))[0] == LOSSLESS
+    assert expectation(opt(decode_chunk_size=2), opt(decode_chunk_size=4))[0] == LOSSY
     # 14 frames decoded 14 (or more) at a time is one chunk, like null.
-    assert expectation({"decode_chunk_size": 14}, {"decode_chunk_size": None}, num_frames=14)[0] == LOSSLESS
-    assert expectation({"decode_chunk_size": 25}, {}, num_frames=14)[0] == LOSSLESS
-    assert expectation({"decode_chunk_size": 7}, {}, num_frames=14)[0] == LOSSY
+    assert expectation(opt(decode_chunk_size=14), opt(decode_chunk_size=None), num_frames=14)[0] == LOSSLESS
+    assert expectation(opt(decode_chunk_size=25), opt(), num_frames=14)[0] == LOSSLESS
+    assert expectation(opt(decode_chunk_size=7), opt(), num_frames=14)[0] == LOSSY
 
 
 def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
     # With --ignore dtype, a bf16 opt=none job is judged against an fp32 opt=none baseline: a change of
     # precision, which is what the threshold measures, not a mode meant to be lossless.
-    assert gate.expectation({}, {}, dtype="bf16", baseline_dtype="fp32") == (FAITHFUL, [gate.REASONS["dtype"][1]])
-    assert expectation({}, {}, dtype="fp32", baseline_dtype="fp32")[0] == LOSSLESS
-    assert expectation({"quantize": "int8_dynamic"}, {}, dtype="bf16", baseline_dtype="fp32")[0] == LOSSY
+    assert gate.expectation(opt(), opt(), dtype="bf16", baseline_dtype="fp32") == (
+        FAITHFUL,
+        [gate.REASONS["dtype"][1]],
+    )
+    assert expectation(opt(), opt(), dtype="fp32", baseline_dtype="fp32")[0] == LOSSLESS
+    assert expectation(opt(quantize="int8_dynamic"), opt(), dtype="bf16", baseline_dtype="fp32")[0] == LOSSY
 
     from svdbench.compare.jobs import Job, assign_verdicts
     from svdbench.record.results import RunResult
@@ -72,8 +89,8 @@ def test_a_baseline_of_another_dtype_makes_a_job_at_best_faithful(tmp_path):
     for name, data in (("0", video), ("1", off)):
         (tmp_path / name).mkdir()
         np.savez_compressed(tmp_path / name / "frames.npz", frames=data)
-    base = Job(tmp_path / "0", "0", {}, {"opt.name": "none", "dtype": "fp32"}, RunResult(dtype="fp32"))
-    job = Job(tmp_path / "1", "1", {}, {"opt.name": "none", "dtype": "bf16"}, RunResult(dtype="bf16"), baseline=base)
+    base = Job(tmp_path / "0", "0", {}, config(dtype="fp32"), RunResult(dtype="fp32"))
+    job = Job(tmp_path / "1", "1", {}, config(dtype="bf16"), RunResult(dtype="bf16"), baseline=base)
     assign_verdicts([base, job], min_psnr_db=30.0)
     assert job.verdict is not None and job.verdict.verdict == FAITHFUL and not job.verdict.failed
     assert job.verdict.expected == FAITHFUL and "precision" in job.verdict.reason
@@ -126,13 +143,18 @@ def test_threshold_comes_from_the_baselines_gate_setting(tmp_path):
     from svdbench.compare.jobs import Job, min_psnr_for
     from svdbench.record.results import RunResult
 
-    base = Job(tmp_path, "0", {}, {"opt.name": "none", "gate.min_psnr_db": 12.5}, RunResult())
-    job = Job(tmp_path, "1", {}, {"opt.name": "chunking", "gate.min_psnr_db": 99.0}, RunResult(), baseline=base)
+    base = Job(tmp_path, "0", {}, config(gate__min_psnr_db=12.5), RunResult())
+    job = Job(tmp_path, "1", {}, config(opt__name="chunking", gate__min_psnr_db=99.0), RunResult(), baseline=base)
     assert min_psnr_for(job) == 12.5 and min_psnr_for(job, 40.0) == 40.0
     older = Job(
-        tmp_path, "2", {}, {"opt.name": "chunking"}, RunResult(), baseline=Job(tmp_path, "3", {}, {}, RunResult())
+        tmp_path,
+        "2",
+        {},
+        config(opt__name="chunking"),
+        RunResult(),
+        baseline=Job(tmp_path, "3", {}, config(), RunResult()),
     )
-    assert min_psnr_for(older) == GATE_MIN_PSNR_DB  # a sweep from before the gate: the default
+    assert min_psnr_for(older) == GATE_MIN_PSNR_DB  # a sweep from before the gate: the schema's default
 
 
 # ------------------------------------------------------------------------- the command line, on known frames

@@ -13,6 +13,7 @@ from svdbench.compare.jobs import Job, assign_baselines
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.timing import Stats
 from svdbench.record.results import Latency, RunResult
+from svdbench.settings.saved import from_values
 
 from .conftest import CONF_DIR, FAST, read_json, run_cli, typed_config
 
@@ -46,7 +47,8 @@ def test_runbook_dry_run_on_the_cpu_makes_a_comparison_with_the_claims(tmp_path)
 def _job(name: str, opt: str, latency: float, reserved_gib: float | None = None) -> Job:
     memory = MemoryPeak(0.5, 1.0, "test", device_max_allocated_gib=reserved_gib, device_max_reserved_gib=reserved_gib)
     result = RunResult(latency=Latency(calls_s=[latency], stats=Stats.of([latency])), memory=memory)
-    return Job(directory=None, name=name, overrides={}, config={"opt.name": opt, "seed": 1}, result=result)  # type: ignore[arg-type]
+    config = from_values({"opt.name": opt, "seed": 1})
+    return Job(directory=None, name=name, overrides={}, config=config, result=result)  # type: ignore[arg-type]
 
 
 def test_claims_are_checked_against_the_measured_jobs():

@@ -121,10 +121,12 @@ def test_compare_command_line(compared_sweep):
 
 def test_baseline_is_the_plainest_job_with_otherwise_equal_settings(tmp_path):
     from svdbench.compare.jobs import Job, assign_baselines
+    from svdbench.settings.saved import from_values
 
     def job(name, **config):
         base = {"opt.name": "none", "opt.decode_chunk_size": None, "max_guidance_scale": 3.0, "seed": 42}
-        return Job(directory=tmp_path / name, name=name, overrides={}, config={**base, **config}, result={})
+        config = from_values({**base, **config})
+        return Job(directory=tmp_path / name, name=name, overrides={}, config=config, result={})
 
     none, chunk2 = job("none"), job("chunk2", **{"opt.decode_chunk_size": 2})
     compiled = job("compile", **{"opt.name": "compile", "opt.compile.unet": True})

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from svdbench.record.results import RunResult
+from svdbench.settings.config import RunConfig
 
 
 class Job(Protocol):
     """What a claim needs of a compared job (svdbench.compare.jobs.Job has it)."""
 
     name: str
-    config: dict[str, Any]
+    config: RunConfig
     result: RunResult
     baseline: Any
 
@@ -37,12 +38,12 @@ GB_PER_GIB = 2**30 / 1e9
 
 def check_claims(jobs: Sequence[Job]) -> list[str]:
     """One Markdown bullet per claim whose mode is among the jobs; [] when none of them is."""
-    modes = {job.config.get("opt.name") for job in jobs}
+    modes = {job.config.opt.name for job in jobs}
     lines = []
     if "compile" in modes:
-        lines.append(_compile_claim([j for j in jobs if j.config.get("opt.name") == "compile"]))
+        lines.append(_compile_claim([j for j in jobs if j.config.opt.name == "compile"]))
     if "lowmem" in modes:
-        lines.append(_lowmem_claim([j for j in jobs if j.config.get("opt.name") == "lowmem"]))
+        lines.append(_lowmem_claim([j for j in jobs if j.config.opt.name == "lowmem"]))
     return lines
 
 

@@ -22,11 +22,11 @@ The reasons per setting are in `REASONS` and in docs/comparison.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from svdbench.settings.config import OptConfig
 
 LOSSLESS, FAITHFUL, LOSSY, UNKNOWN = "lossless", "faithful", "lossy", "unknown"
 # The baseline job itself: compared with nothing.
@@ -89,63 +89,51 @@ REASONS = {
 }
 
 
-def _get(opt: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """`key` of opt settings given as dotted keys relative to opt ("deepcache.enabled") or to the run config
-    ("opt.deepcache.enabled"), or nested dicts."""
-    for candidate in (key, "opt." + key):
-        if candidate in opt:
-            return opt[candidate]
-    node: Any = opt.get("opt", opt)
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def _chunks(value: Any, num_frames: int | None) -> int | None:
+def _chunks(value: int | None, num_frames: int | None) -> int | None:
     """decode_chunk_size as the decoder sees it: None (all frames at once) for null or >= num_frames."""
-    if value is None or (num_frames and int(value) >= num_frames):
+    if value is None or (num_frames and value >= num_frames):
         return None
-    return int(value)
+    return value
 
 
 def expectation(
-    opt: Mapping[str, Any],
-    baseline_opt: Mapping[str, Any] | None = None,
+    opt: OptConfig,
+    baseline_opt: OptConfig | None = None,
     num_frames: int | None = None,
     dtype: str | None = None,
     baseline_dtype: str | None = None,
 ) -> tuple[str, list[str]]:
     """What a job with these opt settings is meant to be against its baseline ("lossless", "faithful" or
     "lossy", the worst of its settings) and the reasons (one per setting that is not lossless). A baseline of
-    another dtype (chosen with --ignore dtype or --baseline) makes the job at best faithful."""
+    another dtype (chosen with --ignore dtype or --baseline) makes the job at best faithful. Each setting counts
+    where it differs from the schema's default (OptConfig), which changes nothing."""
+    plain = OptConfig()
     found: list[tuple[str, str]] = []
     if dtype is not None and baseline_dtype is not None and dtype != baseline_dtype:
         found.append(REASONS["dtype"])
-    if _get(opt, "offload", "none") not in (None, "none"):
+    if opt.offload != plain.offload:
         found.append(REASONS["offload"])
-    if _get(opt, "forward_chunking", False):
+    if opt.forward_chunking:
         found.append(REASONS["forward_chunking"])
-    if _get(opt, "tf32", False):
+    if opt.tf32:
         found.append(REASONS["tf32"])
-    if _get(opt, "compile.unet", False) or _get(opt, "compile.vae", False):
+    if opt.compile.unet or opt.compile.vae:
         found.append(REASONS["compile"])
-    if _get(opt, "attention_backend", "auto") not in (None, "auto"):
+    if opt.attention_backend != plain.attention_backend:
         found.append(REASONS["attention_backend"])
-    if _get(opt, "fuse_qkv", False):
+    if opt.fuse_qkv:
         found.append(REASONS["fuse_qkv"])
-    if _get(opt, "deepcache.enabled", False):
-        every_step = int(_get(opt, "deepcache.cache_interval", 3) or 3) <= 1
+    if opt.deepcache.enabled:
+        every_step = opt.deepcache.cache_interval <= 1
         found.append(REASONS["deepcache_every_step" if every_step else "deepcache"])
-    if _get(opt, "storage_dtype") is not None:
+    if opt.storage_dtype is not None:
         found.append(REASONS["storage_dtype"])
-    if _get(opt, "quantize") is not None:
+    if opt.quantize is not None:
         found.append(REASONS["quantize"])
-    if _get(opt, "guidance_until_step") is not None:
+    if opt.guidance_until_step is not None:
         found.append(REASONS["guidance_until_step"])
-    base_chunks = _chunks(_get(baseline_opt, "decode_chunk_size"), num_frames) if baseline_opt is not None else None
-    if _chunks(_get(opt, "decode_chunk_size"), num_frames) != base_chunks:
+    base_chunks = _chunks(baseline_opt.decode_chunk_size, num_frames) if baseline_opt is not None else None
+    if _chunks(opt.decode_chunk_size, num_frames) != base_chunks:
         found.append(REASONS["decode_chunk_size"])
     worst = max((verdict for verdict, _ in found), key=RANK.__getitem__, default=LOSSLESS)
     return worst, [reason for verdict, reason in found if verdict != LOSSLESS]

@@ -10,20 +10,11 @@ multirun. No torch here: this runs at every start.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import io
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.core.singleton import Singleton
-from hydra.core.utils import JobRuntime
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -37,12 +28,12 @@ from svdbench.settings.config import (
     to_run_config,
     unknown_setting_message,
 )
+from svdbench.settings.hydra_api import SCHEMA_MATCH as SCHEMA_MATCH  # the entry filters Hydra's notice with it
+from svdbench.settings.hydra_api import Override, compose_aside, parse_argv, parse_override
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 CONFIG_NAME = "config"
 HELP = "python -m svdbench --help lists every group and setting."
-# Hydra's deprecation notice when conf/hydra/ has a file named like one of its own schemas: not the user's concern.
-SCHEMA_MATCH = "(?s).*is validated against ConfigStore schema"
 
 register_configs()
 
@@ -109,24 +100,34 @@ def job_problem(overrides: list[str]) -> str | None:
     return _problem(list(overrides), multirun=False, config_name=CONFIG_NAME, job=True)
 
 
+# Hydra's output locations: an empty value would mean the current directory, which is never a run's own.
+OUTPUT_DIRS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+
+
+def _output_dir_problem(override: Override) -> str | None:
+    if override.key_or_group not in OUTPUT_DIRS or override.is_sweep_override() or override.is_delete():
+        return None
+    value = override.value()
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return (
+            f"{override.input_line}: an empty output directory is not a directory: svdbench would write into the "
+            f"current directory, among files that are not its own. Give {override.key_or_group} a directory (a new "
+            "or empty one), or leave the setting out: the default is a new directory for every run."
+        )
+    return None
+
+
 def _parse_argv(argv: list[str]) -> Any:
     """Hydra's own reading of the command line (flags and overrides), or None where argparse refuses it:
     Hydra then prints its usage message itself."""
-    from hydra._internal.utils import get_args_parser
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            return get_args_parser().parse_args(argv)
-    except SystemExit:
-        return None
+    return parse_argv(argv)
 
 
 def _problem(overrides: list[str], multirun: bool, config_name: str, job: bool = False) -> str | None:
-    parser = OverridesParser.create()
     parsed: list[Override] = []
     for arg in overrides:
         try:
-            parsed.append(parser.parse_override(arg))
+            parsed.append(parse_override(arg))
         except Exception as exc:
             return (
                 f"{arg}: this argument cannot be read: {_one_line(exc)}. Arguments are key=value (a setting), "
@@ -181,19 +182,7 @@ def _shared_value_problem(cfg: DictConfig, parsed: list[Override]) -> str | None
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     """Hydra's composition of `overrides`, with the Hydra node; a running Hydra (a sweep calling job_problem)
     is set aside meanwhile and restored after, untouched."""
-    running = Singleton._instances.pop(GlobalHydra, None)
-    runtime = JobRuntime.instance() if JobRuntime in Singleton._instances else None
-    job_name = runtime.conf.get("name") if runtime is not None else None
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
-            with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=job_name or "app"):
-                return compose(config_name, overrides=overrides, return_hydra_config=True)
-    finally:
-        if running is not None:
-            Singleton._instances[GlobalHydra] = running
-        if runtime is not None and job_name is not None:
-            runtime.set("name", job_name)
+    return compose_aside(str(CONF_DIR), config_name, overrides)
 
 
 def run_config(overrides: list[str]) -> RunConfig:

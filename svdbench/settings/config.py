@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from svdbench.settings.hydra_api import ConfigStore, is_none_node, raw_value
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 ARCHITECTURES = ("svd", "svd_xt", "small", "tiny")
@@ -904,12 +905,11 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
         if dotted == "hydra":
             continue
         if key not in fields:
-            node = cfg._get_node(key)
-            value = node._value() if node is not None else None
+            value = raw_value(cfg, key)
             shown = show(value) if not isinstance(value, (dict, DictConfig)) else "{...}"
             return unknown_setting_message(dotted, f"{dotted}={shown}")
-        child = cfg._get_node(key)
-        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not child._is_none():
+        child = raw_value(cfg, key)
+        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not is_none_node(child):
             problem = _unknown_keys(child, fields[key], f"{dotted}.")
             if problem:
                 return problem
@@ -918,11 +918,8 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
 
 def _raw(cfg: DictConfig, key: str) -> str:
     """A value as written, without resolving interpolations (they may be what failed)."""
-    node: Any = cfg
     try:
-        for part in key.split("."):
-            node = node._get_node(part)
-        return show(node._value())
+        return show(raw_value(cfg, key))
     except Exception:
         return "?"
 
