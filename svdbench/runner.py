@@ -8,16 +8,17 @@ results (status `unsupported`, `oom`, `nan`, `error`) instead of crashes. Nothin
 from __future__ import annotations
 
 import logging
-import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageOps
-
+from PIL import Image, ImageOps
 from svdbench.measure.energy import EnergyMeter, cost
-from svdbench.measure.flops import config_flops, device_peak_tflops, rate, utilization
+from svdbench.measure.flops import RunFlops, config_flops, device_peak_tflops, rate, utilization
 from svdbench.measure.machine import MachineState, MachineWatch
 from svdbench.measure.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
 from svdbench.measure.profile import profile_call
@@ -25,7 +26,7 @@ from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats, enough
 from svdbench.media.image import InputImageError, conditioning_image
 from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
-from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, call_arguments, dtype_name
+from svdbench.pipeline.call import CallShape, call_inputs, decode_chunk, decodes_in_chunks, video_seeds
 from svdbench.pipeline.optimizations import (
     Unsupported,
     apply_optimizations,
@@ -33,14 +34,15 @@ from svdbench.pipeline.optimizations import (
     check_supported,
     inspect_pipeline,
 )
-from svdbench.plan import try_predict
+from svdbench.quality.samples import generate as generate_samples
 from svdbench.record.identity import config_hash, frames_hash
+
+from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
+from svdbench.plan import try_predict
 from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
-
-MAX_CALLS = 1000  # bound on measured calls when bench.min_seconds asks for more
 
 
 def select_device(name: str) -> torch.device:
@@ -75,6 +77,7 @@ class Measurement:
     trace: bytes | None = None
     machine: MachineState | None = None  # the machine during the run (environment.state of the record)
     watch: MachineWatch | None = field(default=None, repr=False)
+    samples: Path | None = None  # the quality samples' frames, spooled until the record writer copies them
 
     @property
     def video(self) -> np.ndarray | None:
@@ -161,138 +164,200 @@ def oom_reason(exc: BaseException, cfg: RunConfig, result: RunResult) -> str:
     )
 
 
-def video_seeds(cfg: RunConfig, first: int | None = None) -> list[int]:
-    """The seed of every video of a call, from `first` (default: the run's seed): video k of a batch is the
-    video an unbatched run with seed + k makes."""
-    first = cfg.seed if first is None else first
-    return [first + k for k in range(cfg.batch_size)]
+class Bench:
+    """The measurement of one run, step by step: `_measure` calls the steps in order, and each fills its part of
+    `result` as it goes (a failure half-way keeps what was measured)."""
 
+    def __init__(self, cfg: RunConfig, result: RunResult, measurement: Measurement):
+        self.cfg, self.result, self.measurement = cfg, result, measurement
+        self.device = select_device(cfg.device)
+        self.dtype = select_dtype(cfg.dtype, cfg.model.dtype, self.device)
+        result.device, result.dtype = str(self.device), dtype_name(self.dtype)
+        # first: the load average before this run adds to it
+        self.watch = measurement.watch = MachineWatch(self.device)
+        self.clock = Clock(self.device)
+        self.memory = MemoryTracker(self.device)
+        self.pipe: Any = None
+        self.probe: CallProbe | None = None
+        self.image: Image.Image | None = None
 
-def generators(cfg: RunConfig, seed: int | None = None) -> torch.Generator | list[torch.Generator]:
-    """One seeded CPU generator per video (the same noise on every device). The pipeline draws each video's
-    noise from its own generator, in the order an unbatched call draws it from its one."""
-    made = [torch.Generator("cpu").manual_seed(s) for s in video_seeds(cfg, seed)]
-    return made[0] if cfg.batch_size == 1 else made
+    def check(self) -> None:
+        """Refuse what cannot run here (Unsupported) before anything is built; note what runs but misleads."""
+        check_supported(self.cfg.opt, self.device, self.dtype)
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            self.result.notes.append(
+                "fp16 on a CPU works but many kernels emulate it, so it is much slower than fp32 or bf16 there; "
+                "its timings say little about fp16 on a GPU."
+            )
+            log.warning("%s", self.result.notes[-1])  # on the console before the first call, not only in the record
+        self.image = conditioning_image(self.cfg.input.path, self.cfg.width, self.cfg.height)
 
-
-def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.ndarray:
-    """Fill `result` as the measurement goes (a failure half-way keeps what was measured); return the frames
-    of every video of the last measured call (batch x T x H x W x 3)."""
-    device = select_device(cfg.device)
-    dtype = select_dtype(cfg.dtype, cfg.model.dtype, device)
-    result.device, result.dtype = str(device), dtype_name(dtype)
-    measurement.watch = watch = MachineWatch(device)  # first: the load average before this run adds to it
-    check_supported(cfg.opt, device, dtype)
-    if device.type == "cpu" and dtype == torch.float16:
-        result.notes.append(
-            "fp16 on a CPU works but many kernels emulate it, so it is much slower than fp32 or bf16 there; "
-            "its timings say little about fp16 on a GPU."
+    def build(self) -> None:
+        """Build the pipeline, place it and apply the mode's optimizations, each timed (results.startup)."""
+        cfg, startup, device = self.cfg, self.result.startup, self.device
+        log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, self.result.dtype, device)
+        startup.source = describe_source(cfg)
+        setup: dict[str, float] = {}
+        with self.clock.section(setup, "build_s"):
+            pipe = build_pipeline(cfg.model, self.device, self.dtype, cfg.weights_seed)
+        self.pipe = apply_optimizations(pipe, cfg.opt, self.device, timed=lambda key: self.clock.section(setup, key))
+        startup.build_s, startup.placement_s, startup.optimize_s = (
+            setup["build_s"],
+            setup.get("placement_s"),
+            setup.get("optimize_s"),
         )
-    image = conditioning_image(cfg.input.path, cfg.width, cfg.height)
+        self.result.applied = inspect_pipeline(self.pipe)
+        self.result.timing_method = self.clock.method
+        self.probe = CallProbe(self.pipe, self.clock)
 
-    log.info("Building %s (%s weights, %s) on %s", cfg.model.name, cfg.model.weights, result.dtype, device)
-    startup = result.startup
-    startup.source = describe_source(cfg)
-    clock = Clock(device)
-    started = time.perf_counter()
-    pipe = build_pipeline(cfg.model, device, dtype, cfg.weights_seed)
-    clock.sync()
-    startup.build_s = time.perf_counter() - started
-    setup: dict[str, float] = {}
-    pipe = apply_optimizations(pipe, cfg.opt, device, timed=lambda key: clock.section(setup, key))
-    startup.placement_s, startup.optimize_s = setup.get("placement_s"), setup.get("optimize_s")
-    result.applied = inspect_pipeline(pipe)
-
-    result.timing_method = clock.method
-    probe = CallProbe(pipe, clock)
-    memory = MemoryTracker(device)
-
-    def call(picture=image, seed: int | None = None) -> np.ndarray:
+    def call(self, picture: Image.Image | None = None, seed: int | None = None) -> np.ndarray:
         """One pipeline call: every video of the batch (batch x T x H x W x 3, floats in [0, 1])."""
-        with call_context(cfg.opt, device):
-            return pipe(
-                [picture] * cfg.batch_size if cfg.batch_size > 1 else picture,
-                **call_arguments(cfg),
-                generator=generators(cfg, seed),
-                callback_on_step_end=probe.on_step_end,
+        assert self.probe is not None
+        with call_context(self.cfg.opt, self.device):
+            return self.pipe(
+                **call_inputs(self.cfg, picture if picture is not None else self.image, seed),
+                callback_on_step_end=self.probe.on_step_end,
                 output_type="np",
             ).frames
 
-    def tracked(desc: str, one_call=call) -> tuple[np.ndarray, CallTiming]:
-        """One call with its memory tracked; if it fails, its peak goes into the result."""
-        pipe.set_progress_bar_config(desc=desc, leave=False, disable=not cfg.bench.progress)
+    def tracked(self, desc: str, one_call: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, CallTiming]:
+        """One timed call with its memory tracked; if it fails, its peak goes into the result."""
+        assert self.probe is not None
+        self.pipe.set_progress_bar_config(desc=desc, leave=False, disable=not self.cfg.bench.progress)
         try:
-            with memory.track():
-                return probe.measure(one_call)
+            with self.memory.track():
+                return self.probe.measure(one_call or self.call)
         except BaseException:
-            if memory.last is not None:
-                result.memory = memory.last
-                result.notes.append(f"Memory: the peak reached during the failed {desc} call.")
+            if self.memory.last is not None:
+                self.result.memory = self.memory.last
+                self.result.notes.append(f"Memory: the peak reached during the failed {desc} call.")
             raise
 
-    release_freed_memory()
-    _, cold = tracked("cold call")
-    result.latency.cold_s = cold.total_s
-    startup.cold_call_s = cold.total_s
-    parts = (startup.build_s, startup.placement_s, startup.optimize_s, startup.cold_call_s)
-    startup.time_to_first_video_s = sum(parts) if None not in parts else None  # type: ignore[arg-type]
-    log.info(
-        "cold call: %.3f s (first video %.3f s after the start of the build)",
-        cold.total_s,
-        startup.time_to_first_video_s or float("nan"),
-    )
-    for i in range(cfg.bench.warmup):
-        result.latency.warmup_s.append(tracked(f"warm-up {i + 1}/{cfg.bench.warmup}")[1].total_s)
-    warmup_s = result.latency.warmup_s
-
-    measured: list[CallTiming] = []
-    windows: list[dict[str, tuple[float, float]]] = []  # each measured call's phases, for their energy
-    meter = EnergyMeter(device, cfg.energy.source)
-    peak = None
-    release_freed_memory()
-    while enough([t.total_s for t in measured], cfg.bench) is None:  # bench.repeats, min_seconds, target_rel_width
-        with meter.call():  # its readings come before and after the timed region
-            frames, timing = tracked(f"measured {len(measured) + 1}/{cfg.bench.repeats}")
-        watch.during_call()
-        windows.append(probe.phase_windows())
-        measured.append(timing)
-        assert memory.last is not None  # set by every tracked call
-        peak = memory.last if peak is None else peak.merge(memory.last)
-        log.info("measured call %d: %.3f s", len(measured), timing.total_s)
-    if len(measured) == MAX_CALLS and cfg.bench.min_seconds > 0:
-        result.notes.append(
-            f"Stopped at {MAX_CALLS} measured calls before bench.min_seconds={cfg.bench.min_seconds} was reached."
+    def cold_call(self) -> CallTiming:
+        """The first call (compilation, lazy initialisation): the end of the time to the first video."""
+        release_freed_memory()
+        _, cold = self.tracked("cold call")
+        startup = self.result.startup
+        self.result.latency.cold_s = startup.cold_call_s = cold.total_s
+        parts = (startup.build_s, startup.placement_s, startup.optimize_s, startup.cold_call_s)
+        startup.time_to_first_video_s = sum(parts) if None not in parts else None  # type: ignore[arg-type]
+        log.info(
+            "cold call: %.3f s (first video %.3f s after the start of the build)",
+            cold.total_s,
+            startup.time_to_first_video_s or float("nan"),
         )
-    result.memory = peak
-    result.applied = inspect_pipeline(pipe)  # again: some effects (DeepCache's skipped blocks) show only in use
-    result.latency, result.phases, result.steps, result.throughput = summarize(cold, measured, cfg, warmup_s)
-    phases = {name: [w[name] for w in windows if name in w] for name in ("denoising", "decode")}
-    result.energy = meter.summary(cfg.batch_size, cfg.num_frames, phases if device.type == "cuda" else None)
-    # Always there: without prices its figures are null and its method says none were given.
-    result.cost = cost(
-        result.throughput.s_per_video, result.energy.total_j, cfg.cost.usd_per_hour, cfg.cost.usd_per_kwh
-    )
-    result.flops, notes = flop_report(pipe, cfg, result, device, dtype)
-    result.notes += notes
-    if result.memory is not None:  # after the measured calls, like the FLOPs: it costs them nothing
-        record_prediction(result.memory, cfg, device, result.dtype)
-    if cfg.bench.second_input and (cfg.opt.compile.unet or cfg.opt.compile.vae):
-        latents = probe.last_latents  # as below: the metrics decode the measured call's latents
-        result.compile_check = compile_check(tracked, call, image, cfg, device)
-        probe.last_latents = latents
-    if cfg.profile.enabled:  # one more call, after the measured ones: it never enters the figures above
-        pipe.set_progress_bar_config(desc="profiled call", leave=False, disable=not cfg.bench.progress)
-        latents = probe.last_latents  # the metrics below decode the measured call's latents, not these
-        result.profile, measurement.trace = profile_call(pipe, call, device, cfg.profile, result.notes)
-        probe.last_latents = latents
+        return cold
 
-    videos = np.stack([to_uint8(video) for video in frames])
-    result.frames_hash = frames_hash(videos[0] if cfg.batch_size == 1 else videos)
-    if cfg.metrics.enabled:
-        latents = probe.last_latents[:1] if probe.last_latents is not None else None
-        result.metrics = quality_metrics(pipe, latents, videos[0], np.asarray(image), cfg)
-        if cfg.batch_size > 1:
-            result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
+    def warm_up(self) -> None:
+        warmups = self.cfg.bench.warmup
+        for i in range(warmups):
+            self.result.latency.warmup_s.append(self.tracked(f"warm-up {i + 1}/{warmups}")[1].total_s)
+
+    def measured_calls(self) -> MeasuredCalls:
+        """The measured calls: at least bench.repeats, more while they add up to less than bench.min_seconds,
+        at most bench.max_calls. Each call's energy is read outside its timed region."""
+        assert self.probe is not None
+        bench = self.cfg.bench
+        calls = MeasuredCalls(meter=EnergyMeter(self.device, self.cfg.energy.source))
+        release_freed_memory()
+        while enough([t.total_s for t in calls.timings], bench) is None:  # bench.repeats, min_seconds, target_rel_width
+            with calls.meter.call():  # its readings come before and after the timed region
+                calls.frames, timing = self.tracked(f"measured {len(calls.timings) + 1}/{bench.repeats}")
+            calls.latents = self.probe.last_latents  # the measured call's: the quality metrics decode them
+            self.watch.during_call()
+            calls.windows.append(self.probe.phase_windows())
+            calls.timings.append(timing)
+            assert self.memory.last is not None  # set by every tracked call
+            calls.peak = self.memory.last if calls.peak is None else calls.peak.merge(self.memory.last)
+            log.info("measured call %d: %.3f s", len(calls.timings), timing.total_s)
+        if len(calls.timings) == bench.max_calls and bench.min_seconds > 0:
+            self.result.notes.append(
+                f"Stopped at bench.max_calls={bench.max_calls} measured calls before "
+                f"bench.min_seconds={bench.min_seconds} was reached."
+            )
+        return calls
+
+    def summarize(self, cold: CallTiming, calls: MeasuredCalls) -> None:
+        """Latency, phases, steps, throughput, memory, energy and cost of the measured calls."""
+        cfg, result = self.cfg, self.result
+        result.memory = calls.peak
+        result.applied = inspect_pipeline(self.pipe)  # again: some effects (DeepCache's) show only in use
+        result.latency, result.phases, result.steps, result.throughput = summarize(
+            cold, calls.timings, cfg, result.latency.warmup_s
+        )
+        phases = {name: [w[name] for w in calls.windows if name in w] for name in ("denoising", "decode")}
+        result.energy = calls.meter.summary(CallShape.of(cfg), phases if self.device.type == "cuda" else None)
+        # Always there: without prices its figures are null and its method says none were given.
+        result.cost = cost(
+            result.throughput.s_per_video, result.energy.total_j, cfg.cost.usd_per_hour, cfg.cost.usd_per_kwh
+        )
+
+    def count_flops(self) -> None:
+        """After the measured calls, so that counting costs them nothing."""
+        self.result.flops, notes = flop_report(self.pipe, self.cfg, self.result, self.device, self.dtype)
+        self.result.notes += notes
+
+    def predict_memory(self) -> None:
+        if self.result.memory is not None:  # after the measured calls, like the FLOPs: it costs them nothing
+            record_prediction(self.result.memory, self.cfg, self.device, self.result.dtype)
+
+    def check_compiled(self) -> None:
+        """A compiled mode: calls with another image and another seed (bench.second_input)."""
+        cfg = self.cfg
+        if cfg.bench.second_input and (cfg.opt.compile.unet or cfg.opt.compile.vae):
+            self.result.compile_check = compile_check(self.tracked, self.call, self.image, cfg, self.device)
+
+    def profile(self) -> None:
+        """One more call under the profiler, after the measured ones: it never enters the figures above."""
+        if self.cfg.profile.enabled:
+            self.pipe.set_progress_bar_config(desc="profiled call", leave=False, disable=not self.cfg.bench.progress)
+            self.result.profile, self.measurement.trace = profile_call(
+                self.pipe, self.call, self.device, self.cfg.profile, self.result.notes
+            )
+
+    def quality(self, calls: MeasuredCalls) -> np.ndarray:
+        """The last measured call's frames (uint8, batch x T x H x W x 3), their hash and quality metrics."""
+        cfg, result = self.cfg, self.result
+        assert calls.frames is not None
+        videos = np.stack([to_uint8(video) for video in calls.frames])
+        result.frames_hash = frames_hash(videos[0] if cfg.batch_size == 1 else videos)
+        if cfg.metrics.enabled:
+            latents = calls.latents[:1] if calls.latents is not None else None
+            result.metrics = quality_metrics(self.pipe, latents, videos[0], np.asarray(self.image), cfg)
+            if cfg.batch_size > 1:
+                result.notes.append(f"Quality metrics are those of video 0 of the batch of {cfg.batch_size}.")
+        return videos
+
+
+@dataclass
+class MeasuredCalls:
+    """What the measured calls leave: their timings and phase windows, the last one's frames and latents (the
+    quality metrics are of that call), the merged memory peak and the energy meter that read them."""
+
+    meter: EnergyMeter
+    timings: list[CallTiming] = field(default_factory=list)
+    windows: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+    frames: np.ndarray | None = None
+    latents: torch.Tensor | None = None
+    peak: MemoryPeak | None = None
+
+
+def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.ndarray:
+    """Measure, step by step; return the frames of every video of the last measured call."""
+    bench = Bench(cfg, result, measurement)
+    bench.check()
+    bench.build()
+    cold = bench.cold_call()
+    bench.warm_up()
+    calls = bench.measured_calls()
+    bench.summarize(cold, calls)
+    bench.count_flops()
+    bench.predict_memory()
+    bench.check_compiled()
+    bench.profile()
+    videos = bench.quality(calls)
+    if cfg.quality.enabled:  # after everything measured, never timed: one video per image x seed
+        result.quality, measurement.samples = generate_samples(cfg, bench.call)
     return videos
 
 
@@ -352,16 +417,15 @@ def compile_check(tracked, call, image, cfg: RunConfig, device: torch.device) ->
 def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: RunConfig) -> dict:
     """The flicker suite, plus the paired one-chunk decode when the run decodes in chunks."""
     metrics = compute_suite(video, decode_chunk_size=cfg.opt.decode_chunk_size, reference=image)
-    chunk = cfg.opt.decode_chunk_size
     metrics["paired_chunk_psnr"] = None
-    if chunk is None or chunk >= cfg.num_frames:
+    if not decodes_in_chunks(cfg):
         metrics["paired_decode"] = "not needed: all frames decoded in one chunk"
     elif not cfg.metrics.paired_decode:
         metrics["paired_decode"] = "skipped: metrics.paired_decode=false"
     else:
         try:
             with torch.no_grad():
-                metrics["paired_chunk_psnr"] = paired_chunk_psnr(pipe, latents, cfg.num_frames, chunk)
+                metrics["paired_chunk_psnr"] = paired_chunk_psnr(pipe, latents, cfg.num_frames, decode_chunk(cfg))
             metrics["paired_decode"] = "done"
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -375,8 +439,8 @@ def quality_metrics(pipe, latents, video: np.ndarray, image: np.ndarray, cfg: Ru
 
 def flop_report(
     pipe, cfg: RunConfig, result: RunResult, device: torch.device, dtype: torch.dtype
-) -> tuple[dict | None, list[str]]:
-    """FLOPs of one call and MFU, computed after the measured calls so that they cost them nothing; and notes."""
+) -> tuple[RunFlops | None, list[str]]:
+    """FLOPs of one call (every video of the batch) and the utilization the measured calls reached; notes."""
     assert result.phases is not None and result.median_s is not None
     try:
         flops = config_flops(pipe, cfg)
@@ -384,12 +448,11 @@ def flop_report(
     except Exception as exc:  # a model the counter cannot trace must not cost the timing results
         log.warning("FLOP counting failed: %s", exc)
         return None, [f"FLOPs not counted: {type(exc).__name__}: {exc}"]
-    report = utilization(flops, result.phases.denoising_s, result.median_s, peak, source)
     if cfg.opt.deepcache.enabled:  # the count is of the full UNet; DeepCache skips most of it on cached steps
-        for key in ("denoising_tflops_per_s", "call_tflops_per_s", "mfu_denoising", "mfu_call"):
-            report[key] = None
+        report = RunFlops(call=flops, utilization=utilization(flops, 0.0, 0.0, peak, source))
         return report, ["FLOPs are those of the full UNet; DeepCache skips blocks, so no TFLOP/s or MFU."]
-    return report, []
+    achieved = utilization(flops, result.phases.denoising_s, result.median_s, peak, source)
+    return RunFlops(call=flops, utilization=achieved), []
 
 
 def summarize(
@@ -426,11 +489,11 @@ def summarize(
         it_per_s=1.0 / step_stats.median,
         stats=step_stats,
     )
-    per_call = stats.median
+    per_call, shape = stats.median, CallShape.of(cfg)
     throughput = Throughput(
-        frames_per_s=cfg.batch_size * cfg.num_frames / per_call,
-        s_per_video=per_call / cfg.batch_size,
+        frames_per_s=shape.frames / per_call,
+        s_per_video=shape.per_video(per_call),
         s_per_call=per_call,
-        videos_per_hour=3600.0 * cfg.batch_size / per_call,
+        videos_per_hour=3600.0 / shape.per_video(per_call),
     )
     return latency, phases, steps, throughput

@@ -65,22 +65,61 @@ def test_why_a_batch_repeats_the_image_instead_of_num_videos_per_prompt():
     assert np.abs(per_prompt[1] - alone).max() > 1e-2
 
 
-def test_a_batch_reports_per_call_and_per_video_figures(tmp_path):
-    result = run_tiny(tmp_path, "batch_size=2", "bench.repeats=2")
+@pytest.fixture(scope="module")
+def unbatched(tmp_path_factory):
+    """One real run of the tiny model, a batch of one (shared by the tests that only read it)."""
+    return run_tiny(tmp_path_factory.mktemp("unbatched"))
+
+
+@pytest.fixture(scope="module")
+def batch_of_three(tmp_path_factory):
+    """One real run of the tiny model, three videos per call, two measured calls; its directory beside it."""
+    run_dir = tmp_path_factory.mktemp("batch")
+    return run_tiny(run_dir, "batch_size=3", "bench.repeats=2"), run_dir
+
+
+def test_a_batch_reports_per_call_and_per_video_figures(batch_of_three):
+    result, run_dir = batch_of_three
     assert result.status == "ok", result.reason
     throughput = result.throughput
     assert throughput is not None and throughput.s_per_call == pytest.approx(result.median_s)
-    assert throughput.s_per_video == pytest.approx(result.median_s / 2)
-    assert throughput.videos_per_hour == pytest.approx(3600 * 2 / result.median_s)
-    assert throughput.frames_per_s == pytest.approx(2 * 8 / result.median_s)
+    assert throughput.s_per_video == pytest.approx(result.median_s / 3)
+    assert throughput.videos_per_hour == pytest.approx(3600 * 3 / result.median_s)
+    assert throughput.frames_per_s == pytest.approx(3 * 8 / result.median_s)
     assert result.memory is not None and len(result.memory.calls_gib) == 2
-    assert any("video 0 of the batch of 2" in note for note in result.notes)
-    data = read_json(tmp_path / "results.json")
-    assert data["seeds"] == [42, 43] and data["throughput"]["videos_per_hour"] > 0
+    assert any("video 0 of the batch of 3" in note for note in result.notes)
+    data = read_json(run_dir / "results.json")
+    assert data["seeds"] == [42, 43, 44] and data["throughput"]["videos_per_hour"] > 0
 
 
-def test_an_unbatched_run_reports_the_same_figures_as_before_batches(tmp_path):
-    result = run_tiny(tmp_path)
+def test_a_batch_of_three_does_three_times_the_flops_of_one_video(unbatched, batch_of_three):
+    """The run's FLOPs are those of the whole call: TFLOP/s x denoising seconds is three videos' denoising
+    FLOPs, and MFU is that rate over the peak (a count of one video made both low by the batch size)."""
+    batched, _ = batch_of_three
+    assert unbatched.flops is not None and batched.flops is not None and batched.phases is not None
+    one_video = unbatched.flops.call.denoising_tflop
+    achieved = batched.flops.utilization
+    assert achieved.denoising_tflops_per_s is not None and achieved.peak_tflops_per_s is not None
+    assert achieved.denoising_tflops_per_s * batched.phases.denoising_s == pytest.approx(3 * one_video, rel=0.03)
+    assert achieved.mfu_denoising == pytest.approx(achieved.denoising_tflops_per_s / achieved.peak_tflops_per_s)
+    assert batched.flops.call.videos == 3 and batched.flops.per_video_tflop == pytest.approx(
+        unbatched.flops.call.total_tflop, rel=0.03
+    )
+
+
+def test_the_planner_counts_the_flops_the_run_reports(unbatched, batch_of_three):
+    """svdbench.plan's FLOPs of the same configuration (counted on the weightless pipeline) are the run's."""
+    from svdbench.plan.planner import planned_flops
+
+    batched, _ = batch_of_three
+    planned = planned_flops(typed_config(*FAST, "batch_size=3", "bench.repeats=2"), "fp32")
+    assert batched.flops is not None and unbatched.flops is not None
+    assert planned == batched.flops.call
+    assert planned.denoising_tflop == pytest.approx(3 * unbatched.flops.call.denoising_tflop, rel=0.03)
+
+
+def test_an_unbatched_run_reports_the_same_figures_as_before_batches(unbatched):
+    result = unbatched
     assert result.status == "ok" and result.batch_size == 1 and result.seeds == [42]
     assert result.throughput is not None and result.throughput.s_per_video == pytest.approx(result.median_s)
     # No prices by default: the cost section says so instead of making one up.
@@ -109,8 +148,8 @@ def test_time_to_first_video_from_a_checkpoint_on_disk(tmp_path):
     assert saved["time_to_first_video_s"] == pytest.approx(startup.time_to_first_video_s)
 
 
-def test_random_weights_say_nothing_was_read_from_disk(tmp_path):
-    result = run_tiny(tmp_path)
+def test_random_weights_say_nothing_was_read_from_disk(unbatched):
+    result = unbatched
     assert "random weights" in result.startup.source and result.startup.time_to_first_video_s is not None
 
 

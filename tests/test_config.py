@@ -15,8 +15,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
 from svdbench.settings.arguments import check_command_line, job_problem, unknown_setting
+
 from svdbench.settings.config import MAX_MEASURED_CALLS, ConfigError, lookup, settings, to_run_config
 
 from .conftest import CONF_DIR, REPO, offline_env, run_cli, typed_config
@@ -430,9 +430,9 @@ def test_every_range_in_the_schema_is_enforced_at_its_bounds():
 
 
 def test_the_bounds_match_the_code_they_protect():
-    from svdbench.runner import MAX_CALLS
-
-    assert lookup("bench.repeats").meta["maximum"] == MAX_CALLS == MAX_MEASURED_CALLS
+    assert typed_config().bench.max_calls == MAX_MEASURED_CALLS  # the runner's cap comes from the settings
+    with pytest.raises(ConfigError, match="bench.max_calls=4"):
+        typed_config("bench.repeats=5", "bench.max_calls=4")
     import torch
 
     torch.Generator().manual_seed(lookup("seed").meta["maximum"])

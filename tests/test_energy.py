@@ -14,6 +14,7 @@ import torch
 
 from svdbench.measure import energy as energy_module
 from svdbench.measure.energy import ENERGY_SOURCES, CallEnergy, EnergyMeter, _Call, cost
+from svdbench.pipeline.call import CallShape
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)
@@ -35,7 +36,7 @@ def test_auto_on_this_machine_gives_null_figures_and_names_what_is_missing():
     meter = EnergyMeter(CPU, "auto")
     with meter.call():
         time.sleep(0.02)
-    energy = meter.summary(videos_per_call=1, frames_per_video=8)
+    energy = meter.summary(CallShape(1, 8))
     assert energy.gpu_j is None and energy.total_j is None and energy.videos_per_kwh is None
     assert energy.missing["gpu"] == "the run's device is cpu: no NVIDIA GPU in use"
     assert len(meter.calls) == 1 and meter.calls[0].energy.seconds >= 0.02
@@ -54,7 +55,7 @@ def test_a_cuda_device_without_nvml_says_so_and_does_not_raise():
     meter = EnergyMeter(CUDA, "nvml")
     with meter.call():
         pass
-    energy = meter.summary(1, 8, phases={"decode": [(0.0, 1.0)]})
+    energy = meter.summary(CallShape(1, 8), phases={"decode": [(0.0, 1.0)]})
     assert energy.missing["gpu"].startswith("no NVIDIA GPU visible to NVML: ")
     assert energy.gpu_j is None and energy.phases_j == {}
     assert energy.missing["phases"].startswith("decode: no NVIDIA GPU visible to NVML")
@@ -64,7 +65,7 @@ def test_source_none_measures_nothing_and_says_so():
     meter = EnergyMeter(CPU, "none")
     with meter.call():
         pass
-    energy = meter.summary(2, 8)
+    energy = meter.summary(CallShape(2, 8))
     assert energy.missing == {"gpu": "energy.source=none", "cpu": "energy.source=none", "dram": "energy.source=none"}
     assert (energy.gpu_j, energy.cpu_j, energy.dram_j, energy.total_j, energy.avg_w) == (None,) * 5
     assert energy.method == "energy.source=none: not measured"
@@ -79,10 +80,10 @@ def test_an_unknown_source_is_refused_naming_the_choices():
 
 def test_zeus_requested_but_not_installed_gives_the_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "zeus", None)  # importing it raises ImportError, installed or not
-    energy = EnergyMeter(CPU, "zeus").summary(1, 8)
+    energy = EnergyMeter(CPU, "zeus").summary(CallShape(1, 8))
     assert energy.missing["gpu"].startswith("energy.source=zeus but Zeus cannot be used: ModuleNotFoundError")
     assert energy.sources == {}
-    auto = EnergyMeter(CPU, "auto").summary(1, 8)
+    auto = EnergyMeter(CPU, "auto").summary(CallShape(1, 8))
     assert "Zeus not used (ModuleNotFoundError" in auto.method
 
 
@@ -146,7 +147,7 @@ def test_gpu_energy_per_call_per_video_and_per_phase(fake_nvml):
             POWER_W * call.energy.seconds, rel=0.02
         )  # the counter and the clock are read a few microseconds apart
         assert len(call.times) >= 5  # the thread sampled during the call, not only at its ends
-    energy = meter.summary(videos_per_call=2, frames_per_video=14, phases={"denoising": windows})
+    energy = meter.summary(CallShape(2, 14), phases={"denoising": windows})
     median_call_j = POWER_W * sorted(seconds)[1]
     assert energy.calls_j == pytest.approx([POWER_W * s for s in seconds], rel=0.02)
     assert energy.gpu_j == pytest.approx(median_call_j / 2, rel=0.02)  # two videos per call
@@ -171,7 +172,7 @@ def test_the_counter_update_interval_is_reported(fake_nvml, monkeypatch):
     meter = EnergyMeter(CUDA, "nvml", interval_s=0.005)
     with meter.call():
         time.sleep(0.4)
-    step = meter.summary(1, 8).gpu_counter_step_s
+    step = meter.summary(CallShape(1, 8)).gpu_counter_step_s
     assert step is not None and 0.035 < step < 0.07
 
 
@@ -198,7 +199,7 @@ def test_rapl_package_and_dram_with_a_wraparound(tmp_path, monkeypatch):
         package.write_text("3000000\n")  # wrapped: 2 J up to the top, then 3 J
         dram.write_text("6500000\n")
         time.sleep(0.03)
-    energy = meter.summary(videos_per_call=1, frames_per_video=10)
+    energy = meter.summary(CallShape(1, 10))
     assert energy.cpu_j == pytest.approx(5.0)
     assert energy.dram_j == pytest.approx(1.5)
     assert energy.total_j == pytest.approx(6.5)
@@ -219,6 +220,6 @@ def test_zeus_backend_when_installed():
     meter = EnergyMeter(CPU, "zeus")
     with meter.call():
         time.sleep(0.01)
-    energy = meter.summary(1, 8)
+    energy = meter.summary(CallShape(1, 8))
     assert "Zeus ZeusMonitor windows" in energy.method
     assert energy.missing["gpu"] == "the run's device is cpu: no NVIDIA GPU in use"

@@ -11,6 +11,7 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from torch import nn
 
+from svdbench.files.cache import JsonCache
 from svdbench.measure.flops import (
     _meta_copy,
     call_flops,
@@ -24,6 +25,7 @@ from svdbench.measure.flops import (
 from svdbench.measure.memory import GIB, MemoryTracker
 from svdbench.measure.timing import CallProbe, Clock, Stats
 from svdbench.media.image import test_card
+from svdbench.pipeline.call import CallShape
 from svdbench.pipeline.models import _read, architecture_dir, build_random_pipeline, meta_module
 
 from .conftest import run_tiny
@@ -187,7 +189,7 @@ def test_vae_decode_flops_do_not_depend_much_on_chunking_and_cover_every_frame(t
 
 def test_call_flops_add_up(tiny_pipeline):
     flops = call_flops(
-        tiny_pipeline, height=128, width=128, num_frames=8, steps=25, guidance=True, decode_chunk_size=None
+        tiny_pipeline, shape=CallShape(1, 8), height=128, width=128, steps=25, guidance=True, decode_chunk=8
     )
     assert flops.denoising_tflop == pytest.approx(25 * flops.unet_per_step_tflop)
     parts = flops.denoising_tflop + flops.vae_decode_tflop + flops.conditioning_tflop
@@ -212,16 +214,16 @@ def test_gpu_peak_table_and_mfu():
         unet_per_step_tflop=160, denoising_tflop=4000, vae_decode_tflop=170, conditioning_tflop=30, total_tflop=4200
     )
     report = utilization(flops, denoising_s=10.0, call_s=12.0, peak=989.4, source="test")
-    assert report["denoising_tflops_per_s"] == pytest.approx(400)
-    assert report["mfu_denoising"] == pytest.approx(400 / 989.4)
-    assert report["mfu_call"] == pytest.approx(350 / 989.4)
+    assert report.denoising_tflops_per_s == pytest.approx(400)
+    assert report.mfu_denoising == pytest.approx(400 / 989.4)
+    assert report.mfu_call == pytest.approx(350 / 989.4)
 
 
 def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(tmp_path))
     from svdbench.measure import flops
 
-    monkeypatch.setattr(flops, "PEAK_CACHE", flops._JsonCache("cpu_peaks.json"))
+    monkeypatch.setattr(flops, "PEAK_CACHE", JsonCache("cpu_peaks.json"))
     peak, source = device_peak_tflops(CPU, torch.float32)
     assert peak > 0 and "measured fp32 GEMM peak" in source
     assert (tmp_path / "cpu_peaks.json").exists()
@@ -235,7 +237,7 @@ def test_cpu_peak_cached_under_load_is_measured_again_when_a_run_beats_it(tmp_pa
     monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(tmp_path))
     from svdbench.measure import flops
 
-    monkeypatch.setattr(flops, "PEAK_CACHE", flops._JsonCache("cpu_peaks.json"))
+    monkeypatch.setattr(flops, "PEAK_CACHE", JsonCache("cpu_peaks.json"))
     true_peak, _ = device_peak_tflops(CPU, torch.float32)
     key = next(iter(json.loads((tmp_path / "cpu_peaks.json").read_text())))
     flops.PEAK_CACHE.put(key, 1e-9)  # as if measured under heavy load
@@ -247,10 +249,10 @@ def test_cpu_peak_cached_under_load_is_measured_again_when_a_run_beats_it(tmp_pa
 
 def test_run_reports_flops_and_mfu(tmp_path):
     result = run_tiny(tmp_path)
-    flops = result.flops
-    assert flops["unet_per_step_tflop"] > 0 and flops["total_tflop"] > flops["denoising_tflop"]
-    assert flops["denoising_tflops_per_s"] == pytest.approx(flops["denoising_tflop"] / result.phases.denoising_s)
-    assert 0 < flops["mfu_denoising"] < 1.5  # a measured CPU peak can be beaten a little by a lucky call
+    counts, achieved = result.flops.call, result.flops.utilization
+    assert counts.unet_per_step_tflop > 0 and counts.total_tflop > counts.denoising_tflop and counts.videos == 1
+    assert achieved.denoising_tflops_per_s == pytest.approx(counts.denoising_tflop / result.phases.denoising_s)
+    assert 0 < achieved.mfu_denoising < 1.5  # a measured CPU peak can be beaten a little by a lucky call
 
 
 @pytest.mark.gpu
@@ -261,4 +263,5 @@ def test_cuda_run_uses_events_and_reports_device_memory(tmp_path):
     assert result.timing_method == "cuda-events"
     assert result.memory.device_max_allocated_gib > 0
     assert result.memory.device_max_reserved_gib >= result.memory.device_max_allocated_gib
-    assert result.flops["peak_tflops_per_s"] is None or result.flops["mfu_denoising"] > 0
+    achieved = result.flops.utilization
+    assert achieved.peak_tflops_per_s is None or achieved.mfu_denoising > 0

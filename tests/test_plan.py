@@ -13,7 +13,8 @@ import time
 import pytest
 import torch
 
-from svdbench.pipeline.models import build_random_pipeline, call_arguments
+from svdbench.pipeline.call import call_inputs, enable_forward_chunking
+from svdbench.pipeline.models import build_random_pipeline
 from svdbench.plan import CannotPredict, predict
 from svdbench.plan import planner as plan_predict
 from svdbench.plan.fit import CARD_SIZES_GB, efficiency
@@ -30,11 +31,9 @@ H100_TOLERANCE = 0.05
 def fresh_cache(tmp_path, monkeypatch):
     """Every test simulates afresh: a cache left by an older planner must not answer for this one."""
     monkeypatch.setenv("SVDBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    plan_predict.CACHE.memory.clear()
-    plan_predict.CACHE.loaded = False
+    plan_predict.CACHE.forget()
     yield
-    plan_predict.CACHE.memory.clear()
-    plan_predict.CACHE.loaded = False
+    plan_predict.CACHE.forget()
 
 
 def measured_peak_bytes(pipe, cfg) -> int:
@@ -46,30 +45,22 @@ def measured_peak_bytes(pipe, cfg) -> int:
     for module in (pipe.unet, pipe.vae, pipe.image_encoder):
         tracker.add([*module.parameters(), *module.buffers()])
     pipe.set_progress_bar_config(disable=True)
-    batch = cfg.batch_size
-    generators = [torch.Generator("cpu").manual_seed(cfg.seed + k) for k in range(batch)]
     # One thread: the live tensors are the same with any number, and on a busy 2-core machine two threads
     # waiting for each other made the tiny call 15 times slower (14 s against 0.9 s).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.no_grad(), tracker:
-            _call(pipe, image if batch == 1 else [image] * batch, cfg, generators if batch > 1 else generators[0])
+            pipe(**call_inputs(cfg, image), output_type="np")  # the call as the runner makes it
     finally:
         torch.set_num_threads(threads)
     return tracker.peak
 
 
-def _call(pipe, image, cfg, generator) -> None:
-    """The pipeline call as svdbench.runner makes it (a batch: a list of the picture, a generator per video)."""
-    pipe(image, **call_arguments(cfg), generator=generator, output_type="np")
-
-
 def check_cpu(pipe, *overrides: str) -> None:
     # two steps: the peak of step 2 is every later step's (the planner simulates two as well)
     cfg = typed_config("device=cpu", "num_inference_steps=2", *overrides)
-    if cfg.opt.forward_chunking:
-        pipe.unet.enable_forward_chunking(chunk_size=cfg.opt.forward_chunk_size, dim=0)
+    enable_forward_chunking(pipe, cfg.opt)
     try:
         measured = measured_peak_bytes(pipe, cfg)
     finally:  # the pipeline is shared by the module's tests: chunking off again
@@ -241,8 +232,7 @@ def test_prediction_is_fast_after_the_first_call():
     started = time.perf_counter()
     again = predict(cfg)
     assert time.perf_counter() - started < 0.2
-    plan_predict.CACHE.memory.clear()  # as in a new process: only the file under ~/.cache/svdbench is left
-    plan_predict.CACHE.loaded = False
+    plan_predict.CACHE.forget()  # as in a new process: only the file under ~/.cache/svdbench is left
     started = time.perf_counter()
     from_disk = predict(cfg)
     assert time.perf_counter() - started < 0.5

@@ -146,11 +146,16 @@ def test_broken_wandb_keeps_the_record_and_the_exit_status(tmp_path, overrides, 
 
 
 def test_summary_takes_whatever_metrics_and_flops_the_runner_adds():
-    result = RunResult(metrics={"warp_error": 0.25, "static": True, "new_metric": 7.0}, flops={"unet_tflop": 1.5})
+    from svdbench.measure.flops import CallFlops, RunFlops
+
+    counts = CallFlops(
+        unet_per_step_tflop=1.5, denoising_tflop=3, vae_decode_tflop=1, conditioning_tflop=1, total_tflop=5
+    )
+    result = RunResult(metrics={"warp_error": 0.25, "static": True, "new_metric": 7.0}, flops=RunFlops(call=counts))
     summary = wandb_summary(result)
     assert summary["metrics/warp_error"] == 0.25 and summary["metrics/static"] is True
     assert summary["metrics/new_metric"] == 7.0
-    assert summary["flops/unet_tflop"] == 1.5 and summary["status"] == "ok"
+    assert summary["flops/call/unet_per_step_tflop"] == 1.5 and summary["status"] == "ok"
     assert "notes" not in summary and "seed" not in summary  # lists and config echoes are not outcomes
 
 

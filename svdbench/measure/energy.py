@@ -6,7 +6,7 @@ estimated from a TDP or a power reading, and a source that cannot be read is nul
     with meter.call():                                # around each measured call, outside its timed region
         out, timing = probe.measure(...)
     meter.energy_between(t0, t1)                      # GPU joules between two time.perf_counter() times
-    energy = meter.summary(videos_per_call, frames_per_video, phases={"denoising": [(t0, t1), ...]})
+    energy = meter.summary(CallShape(videos_per_call, frames_per_video), phases={"denoising": [(t0, t1), ...]})
     cost(seconds_per_video, energy.total_j, usd_per_hour, usd_per_kwh) -> Cost
 
 Sources: "nvml" reads nvmlDeviceGetTotalEnergyConsumption (Volta and newer) for the GPU and
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from svdbench.measure.nvml import GpuUnavailable, nvml_device
+from svdbench.pipeline.call import CallShape
 from svdbench.settings.config import ENERGY_SOURCES  # the setting energy.source is validated against the same tuple
 
 KINDS = ("gpu", "cpu", "dram")
@@ -358,24 +359,19 @@ class EnergyMeter:
             steps += [b - a for a, b in zip(changes, changes[1:])]
         return _median(steps)
 
-    def summary(
-        self,
-        videos_per_call: int,
-        frames_per_video: int,
-        phases: dict[str, list[tuple[float, float]]] | None = None,
-    ) -> Energy:
-        """Per video figures: the median over the recorded calls of each quantity, divided by
-        `videos_per_call`. `phases` maps a phase name to its (start, end) perf_counter times, one pair per
+    def summary(self, shape: CallShape, phases: dict[str, list[tuple[float, float]]] | None = None) -> Energy:
+        """Per video figures: the median over the recorded calls of each quantity, shared out over the call's
+        videos (`shape.per_video`). `phases` maps a phase name to its (start, end) perf_counter times, one pair per
         recorded call; a phase is left out (and said in `missing["phases"]`) where any window is unmeasured."""
         energy = Energy(sources=dict(self.sources), missing=dict(self.missing))
         calls = [c.energy for c in self.calls]
-        b = max(videos_per_call, 1)
+        b = shape.videos
 
         def per_video(values: list[float | None]) -> float | None:
             measured = [v for v in values if v is not None]
             if not measured or len(measured) < len(values):  # a call without it: no median of the others
                 return None
-            return statistics.median(measured) / b
+            return shape.per_video(statistics.median(measured))
 
         energy.gpu_j = per_video([c.gpu_j for c in calls]) if "gpu" in self.sources else None
         energy.cpu_j = per_video([c.cpu_j for c in calls]) if "cpu" in self.sources else None
@@ -383,15 +379,15 @@ class EnergyMeter:
         totals = [c.total_j for c in calls]
         if calls and all(t is not None for t in totals):
             energy.calls_j = [t for t in totals if t is not None]
-            energy.total_j = statistics.median(energy.calls_j) / b
-            energy.j_per_frame = energy.total_j / frames_per_video if frames_per_video else None
+            energy.total_j = shape.per_video(statistics.median(energy.calls_j))
+            energy.j_per_frame = energy.total_j / shape.frames_per_video if shape.frames_per_video else None
             watts = [t / c.seconds for t, c in zip(energy.calls_j, calls) if c.seconds > 0]
             energy.avg_w = _median(watts)
             energy.videos_per_kwh = J_PER_KWH / energy.total_j if energy.total_j > 0 else None
         for name, windows in (phases or {}).items():
             values = [self.energy_between(t0, t1) for t0, t1 in windows]
             if values and all(v is not None for v in values):
-                energy.phases_j[name] = statistics.median([v for v in values if v is not None]) / b
+                energy.phases_j[name] = shape.per_video(statistics.median([v for v in values if v is not None]))
             else:
                 why = self.missing.get("gpu", "its windows are not inside the recorded calls")
                 energy.missing["phases"] = f"{name}: {why}"

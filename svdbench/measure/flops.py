@@ -2,7 +2,7 @@
 
 Counting runs each component once on the meta device under `torch.utils.flop_counter.FlopCounterMode`:
 no weights, no memory, no real compute, about two seconds for the full SVD-XT UNet. Counts are cached
-per component config and input shape, in memory and on disk. A multiply-add counts as 2 FLOPs.
+per component config and input shape, in memory and on disk (svdbench.files.cache). A multiply-add counts as 2 FLOPs.
 
 MFU = achieved FLOP/s / the device's dense peak for the run's dtype: a table of vendor figures for
 GPUs, and for CPUs a GEMM peak measured on this machine (once, cached).
@@ -10,65 +10,29 @@ GPUs, and for CPUs a GEMM peak measured on this machine (once, cached).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 import platform
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from svdbench.files.atomic import write_json_atomic
+from svdbench.files.cache import JsonCache
 from svdbench.measure.machine import cpu_model
+from svdbench.pipeline.call import CallShape, decode_chunk, guided
 from svdbench.pipeline.models import dtype_name, meta_module, unwrap
 from svdbench.settings.config import RunConfig
 
 TERA = 1e12
+FLOP_METHOD = "torch.utils.flop_counter on meta tensors (multiply-add = 2 FLOPs), median measured call"
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("SVDBENCH_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "svdbench"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-class _JsonCache:
-    """A small JSON dict on disk; unreadable or unwritable caches degrade to memory only."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.memory: dict[str, float] = {}
-
-    def _path(self) -> Path:
-        return cache_dir() / self.name
-
-    def get(self, key: str) -> float | None:
-        if key not in self.memory:
-            try:
-                self.memory.update(json.loads(self._path().read_text()))
-            except (OSError, ValueError):
-                pass
-        return self.memory.get(key)
-
-    def put(self, key: str, value: float) -> None:
-        self.memory[key] = value
-        try:
-            stored = json.loads(self._path().read_text()) if self._path().exists() else {}
-            stored[key] = value
-            write_json_atomic(self._path(), stored)
-        except (OSError, ValueError):
-            pass
-
-
-FLOP_CACHE = _JsonCache("flops.json")
-PEAK_CACHE = _JsonCache("cpu_peaks.json")
+FLOP_CACHE = JsonCache("flops.json")
+PEAK_CACHE = JsonCache("cpu_peaks.json")
 
 
 def count_flops(fn, *args, **kwargs) -> int:
@@ -138,43 +102,55 @@ def vae_decode_flops(vae: nn.Module, num_frames: int, chunk: int, latent_h: int,
     return total
 
 
-def conditioning_flops(image_encoder: nn.Module, vae: nn.Module, height: int, width: int) -> float:
-    """CLIP image embedding (the pipeline resizes to 224x224) plus the VAE encoding of the image."""
+def conditioning_flops(image_encoder: nn.Module, vae: nn.Module, videos: int, height: int, width: int) -> float:
+    """CLIP image embedding (the pipeline resizes to 224x224) plus the VAE encoding of the image, once per video
+    of the call (a batch repeats the image)."""
 
     def run_encoder(meta: nn.Module) -> int:
         with torch.device("meta"):
-            pixels = torch.empty(1, 3, 224, 224)
+            pixels = torch.empty(videos, 3, 224, 224)
         return count_flops(meta, pixels)
 
     def run_vae(meta: nn.Module) -> int:
         with torch.device("meta"):
-            image = torch.empty(1, 3, height, width)
+            image = torch.empty(videos, 3, height, width)
         return count_flops(meta.encode, image)
 
-    return _cached_count(image_encoder, "image_encoder", {"h": 224, "w": 224}, run_encoder) + _cached_count(
-        vae, "vae_encode", {"h": height, "w": width}, run_vae
+    return _cached_count(image_encoder, "image_encoder", {"n": videos, "h": 224, "w": 224}, run_encoder) + (
+        _cached_count(vae, "vae_encode", {"n": videos, "h": height, "w": width}, run_vae)
     )
 
 
 @dataclass
 class CallFlops:
-    """FLOPs of one pipeline call, in TFLOP (1e12 floating-point operations)."""
+    """FLOPs of one pipeline call (every video of it), in TFLOP (1e12 floating-point operations)."""
 
     unet_per_step_tflop: float
     denoising_tflop: float
     vae_decode_tflop: float
     conditioning_tflop: float
     total_tflop: float
+    videos: int = 1  # videos the call makes (batch_size): the counts are of all of them
 
 
 def call_flops(
-    pipe, *, height: int, width: int, num_frames: int, steps: int, guidance: bool, decode_chunk_size: int | None
+    pipe,
+    *,
+    shape: CallShape,
+    height: int,
+    width: int,
+    steps: int,
+    guidance: bool,
+    decode_chunk: int,
 ) -> CallFlops:
+    """FLOPs of one call of `shape.videos` videos: the UNet on the whole batch (twice it with guidance), the
+    VAE decoding the frames of every video `decode_chunk` at a time, the conditioning of every video."""
     scale = pipe.vae_scale_factor
     latent_h, latent_w = height // scale, width // scale
-    per_step = unet_step_flops(pipe.unet, 2 if guidance else 1, num_frames, latent_h, latent_w)
-    decode = vae_decode_flops(pipe.vae, num_frames, decode_chunk_size or num_frames, latent_h, latent_w)
-    conditioning = conditioning_flops(pipe.image_encoder, pipe.vae, height, width)
+    unet_batch = shape.videos * (2 if guidance else 1)
+    per_step = unet_step_flops(pipe.unet, unet_batch, shape.frames_per_video, latent_h, latent_w)
+    decode = vae_decode_flops(pipe.vae, shape.frames, decode_chunk, latent_h, latent_w)
+    conditioning = conditioning_flops(pipe.image_encoder, pipe.vae, shape.videos, height, width)
     denoising = per_step * steps
     return CallFlops(
         unet_per_step_tflop=per_step / TERA,
@@ -182,40 +158,88 @@ def call_flops(
         vae_decode_tflop=decode / TERA,
         conditioning_tflop=conditioning / TERA,
         total_tflop=(denoising + decode + conditioning) / TERA,
+        videos=shape.videos,
     )
 
 
 def config_flops(pipe, cfg: RunConfig) -> CallFlops:
-    """`call_flops` of one call with the run's settings (one video; a batch multiplies them)."""
+    """`call_flops` of one call with the run's settings: all `batch_size` videos of it."""
     return call_flops(
         pipe,
+        shape=CallShape.of(cfg),
         height=cfg.height,
         width=cfg.width,
-        num_frames=cfg.num_frames,
         steps=cfg.num_inference_steps,
-        guidance=cfg.max_guidance_scale > 1.0,
-        decode_chunk_size=cfg.opt.decode_chunk_size,
+        guidance=guided(cfg),
+        decode_chunk=decode_chunk(cfg),
     )
 
 
-def rate(tflop: float, seconds: float) -> float | None:
+def rate(tflop: float, seconds: float | None) -> float | None:
     """TFLOP/s; None for a phase that took no measurable time."""
-    return tflop / seconds if seconds > 0 else None
+    return tflop / seconds if seconds is not None and seconds > 0 else None
 
 
-def utilization(flops: CallFlops, denoising_s: float, call_s: float, peak: float | None, source: str) -> dict:
+@dataclass
+class Utilization:
+    """What a run achieved with the call's FLOPs: TFLOP/s of the denoising loop and of the whole call (median
+    measured call), and MFU = TFLOP/s / the device's dense peak."""
+
+    denoising_tflops_per_s: float | None = None
+    call_tflops_per_s: float | None = None
+    peak_tflops_per_s: float | None = None
+    peak_source: str = ""
+    mfu_denoising: float | None = None
+    mfu_call: float | None = None
+
+
+@dataclass
+class RunFlops:
+    """The run's FLOPs (RunResult.flops): the counts of one call and the utilization they reached."""
+
+    call: CallFlops
+    utilization: Utilization = field(default_factory=Utilization)
+    method: str = FLOP_METHOD
+
+    @property
+    def per_video_tflop(self) -> float:
+        """The whole call's FLOPs shared out over its videos."""
+        return self.call.total_tflop / max(self.call.videos, 1)
+
+
+def utilization(flops: CallFlops, denoising_s: float, call_s: float, peak: float | None, source: str) -> Utilization:
     """Achieved TFLOP/s of the denoising loop and of the whole call, and MFU against `peak`."""
     denoising_rate = rate(flops.denoising_tflop, denoising_s)
     call_rate = rate(flops.total_tflop, call_s)
+    return Utilization(
+        denoising_tflops_per_s=denoising_rate,
+        call_tflops_per_s=call_rate,
+        peak_tflops_per_s=peak,
+        peak_source=source,
+        mfu_denoising=denoising_rate / peak if peak and denoising_rate else None,
+        mfu_call=call_rate / peak if peak and call_rate else None,
+    )
+
+
+def from_schema_3(data: dict[str, Any], videos: int) -> dict[str, Any]:
+    """A results.json `flops` object written before schema 4 (a flat dict) in this layout. Those counted one
+    video's FLOPs whatever the batch: a call of `videos` videos did `videos` times them, and its TFLOP/s and
+    MFU were low by that factor, so all of them are scaled here."""
+    counts = ("unet_per_step_tflop", "denoising_tflop", "vae_decode_tflop", "conditioning_tflop", "total_tflop")
+    rates = ("denoising_tflops_per_s", "call_tflops_per_s", "mfu_denoising", "mfu_call")
+
+    def scaled(key: str) -> Any:
+        value = data.get(key)
+        return value * videos if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
     return {
-        **dataclasses.asdict(flops),
-        "denoising_tflops_per_s": denoising_rate,
-        "call_tflops_per_s": call_rate,
-        "peak_tflops_per_s": peak,
-        "peak_source": source,
-        "mfu_denoising": denoising_rate / peak if peak and denoising_rate else None,
-        "mfu_call": call_rate / peak if peak and call_rate else None,
-        "method": "torch.utils.flop_counter on meta tensors (multiply-add = 2 FLOPs), median measured call",
+        "call": {**{key: scaled(key) for key in counts}, "videos": videos},
+        "utilization": {
+            **{key: scaled(key) for key in rates},
+            "peak_tflops_per_s": data.get("peak_tflops_per_s"),
+            "peak_source": data.get("peak_source") or "",
+        },
+        "method": data.get("method") or FLOP_METHOD,
     }
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from svdbench.settings.config import BenchConfig
+
 
 class Clock:
     def __init__(self, device: torch.device):
@@ -259,20 +261,20 @@ def relative_width(calls_s: list[float]) -> float | None:
     return (high - low) / median
 
 
-def enough(calls_s: list[float], bench: Any) -> str | None:
+def enough(calls_s: list[float], bench: BenchConfig) -> str | None:
     """Why the measured loop stops after these calls (seconds each), or None to measure another.
 
-    At most bench.max_calls (1000 where the setting does not exist); at least until the calls add up to
-    bench.min_seconds; then, with bench.target_rel_width, as soon as the median's 95 percent interval is at
-    most that wide relative to the median (6 calls at the earliest: no such interval exists with fewer), with
-    bench.repeats as the cap; without it, after bench.repeats calls."""
+    At most bench.max_calls; at least until the calls add up to bench.min_seconds; then, with
+    bench.target_rel_width, as soon as the median's 95 percent interval is at most that wide relative to the
+    median (6 calls at the earliest: no such interval exists with fewer), with bench.repeats as the cap;
+    without it, after bench.repeats calls."""
     n = len(calls_s)
-    cap = getattr(bench, "max_calls", 1000)
+    cap = bench.max_calls
     if n >= cap:
         return f"bench.max_calls: {cap} calls"
     if sum(calls_s) < bench.min_seconds:
         return None
-    target = getattr(bench, "target_rel_width", None)
+    target = bench.target_rel_width
     if target is not None:
         width = relative_width(calls_s)
         if width is not None and width <= target:

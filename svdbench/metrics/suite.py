@@ -28,6 +28,7 @@ from PIL import Image
 
 from svdbench.metrics import flow
 from svdbench.metrics.fidelity import psnr, ssim
+from svdbench.pipeline.call import decode_frames
 
 # BT.601 luma weights (R, G, B): what "brightness" means for the photometric flicker metrics.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -81,9 +82,8 @@ def luma_means(frames: np.ndarray) -> list[float]:
 
 def boundary_pairs(num_frames: int, decode_chunk_size: int | None) -> list[int]:
     """Pair indices t whose frames t and t+1 were decoded in different VAE chunks."""
-    if decode_chunk_size is None or decode_chunk_size >= num_frames:
-        return []
-    return [t for t in range(num_frames - 1) if (t + 1) % decode_chunk_size == 0]
+    chunk = decode_frames(decode_chunk_size, num_frames)
+    return [t for t in range(num_frames - 1) if (t + 1) % chunk == 0]
 
 
 def boundary_ratio(per_pair: Sequence[float], boundaries: Sequence[int], floor: float) -> float | None:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import torch
 from torch import nn
 
-from svdbench.settings.config import ModelConfig, RunConfig
+from svdbench.settings.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,45 +46,50 @@ def _read(directory: Path, relative: str) -> dict:
     return json.loads((directory / relative).read_text())
 
 
-def build_random_pipeline(architecture: str, dtype: torch.dtype, device: torch.device | str, seed: int):
-    """The architecture from packaged configs with seeded random weights, built directly on `device`.
+def build_components(architecture: str, dtype: torch.dtype, device: torch.device | str, seed: int | None = None):
+    """The five components of the architecture (packaged configs), as StableVideoDiffusionPipeline takes them.
 
-    Parameters are created without storage (meta device) and materialized on the target device, so a
-    1.5 B-parameter UNet costs one pass of the default initializers there rather than a CPU init and a copy.
+    One way to build them, for every weight source that is not a checkpoint: on the meta device (`device`
+    "meta") they are weightless (shapes and dtypes only: the planner and the FLOP counter); on any other device
+    the meta parameters are materialized there with seeded random weights, so that a 1.5 B-parameter UNet
+    costs one pass of the default initializers there rather than a CPU init and a copy.
     """
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        StableVideoDiffusionPipeline,
-        UNetSpatioTemporalConditionModel,
-    )
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     directory = architecture_dir(architecture)
     device = torch.device(device)
-    cuda_devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    )
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        unet = materialize(
-            meta_module(lambda: UNetSpatioTemporalConditionModel.from_config(_read(directory, "unet/config.json"))),
-            device,
-            dtype,
+    # The published encoder config says float16; the run's dtype is applied regardless.
+    encoder_config = CLIPVisionConfig(**_read(directory, "image_encoder/config.json"))
+    factories: dict[str, Callable[[], nn.Module]] = {
+        "unet": lambda: UNetSpatioTemporalConditionModel.from_config(_read(directory, "unet/config.json")),
+        "vae": lambda: AutoencoderKLTemporalDecoder.from_config(_read(directory, "vae/config.json")),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(encoder_config),
+    }
+    if device.type == "meta":
+        models = {
+            name: nn.Module.to(meta_module(factory), device="meta", dtype=dtype).eval().requires_grad_(False)
+            for name, factory in factories.items()
+        }
+    else:
+        cuda_devices = (
+            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         )
-        vae = materialize(
-            meta_module(lambda: AutoencoderKLTemporalDecoder.from_config(_read(directory, "vae/config.json"))),
-            device,
-            dtype,
-        )
-        # The published encoder config says float16; materialize() casts to the run's dtype regardless.
-        encoder_config = CLIPVisionConfig(**_read(directory, "image_encoder/config.json"))
-        encoder = materialize(meta_module(lambda: CLIPVisionModelWithProjection(encoder_config)), device, dtype)
-    scheduler = EulerDiscreteScheduler.from_config(_read(directory, "scheduler/scheduler_config.json"))
-    feature_extractor = CLIPImageProcessor(**_read(directory, "feature_extractor/preprocessor_config.json"))
-    return StableVideoDiffusionPipeline(
-        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(0 if seed is None else seed)
+            models = {name: materialize(meta_module(factory), device, dtype) for name, factory in factories.items()}
+    return dict(
+        **models,
+        scheduler=EulerDiscreteScheduler.from_config(_read(directory, "scheduler/scheduler_config.json")),
+        feature_extractor=CLIPImageProcessor(**_read(directory, "feature_extractor/preprocessor_config.json")),
     )
+
+
+def build_random_pipeline(architecture: str, dtype: torch.dtype, device: torch.device | str, seed: int):
+    """The architecture with seeded random weights, built directly on `device` (`build_components`)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    return StableVideoDiffusionPipeline(**build_components(architecture, dtype, device, seed))
 
 
 def meta_module(factory) -> nn.Module:
@@ -96,90 +101,27 @@ def meta_module(factory) -> nn.Module:
 
 
 def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Give meta parameters real storage on `device` in `dtype`, each filled once with seeded random values.
+    """Give meta parameters real storage on `device` and initialise them from the global RNG.
 
-    Every tensor is created in the target dtype on the target device and written once: no init in float32
-    that is then cast, no CPU init that is then copied. The values follow the scale of PyTorch's default
-    init, as uniform draws: Linear and Conv weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (what
-    kaiming_uniform_(a=sqrt(5)) draws), norms' weights 1 and biases 0, Embeddings variance 1, anything else
-    (CLIP's class embedding, learned mixing factors) standard deviation 0.02. The seed comes from the global
-    RNG, which the caller seeds (weights_seed): the same seed gives the same weights. On a CPU each tensor has
-    its own numpy SFC64 generator (seeded from that seed and the tensor's index, so threads may fill tensors in
-    parallel and the result stays the same); on other devices one torch generator on the device fills them in
-    order.
+    Every module with `reset_parameters` (Linear, Conv, norms, Embedding) uses PyTorch's default init;
+    parameters no such module owns (CLIP's class embedding, learned mixing factors) get N(0, 0.02).
     """
-    device = torch.device(device)
-    base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded global RNG
-    fills: list[tuple[int, torch.Tensor, float]] = []
-    owned = [(sub, name, param) for sub in module.modules() for name, param in sub.named_parameters(recurse=False)]
+    initialised: set[int] = set()
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            if param.is_meta:
+                sub._parameters[name] = nn.Parameter(
+                    torch.empty(param.shape, device=device, dtype=torch.float32), requires_grad=False
+                )
+        if hasattr(sub, "reset_parameters"):
+            cast("Callable[[], None]", sub.reset_parameters)()  # nn.Module.__getattr__ types it Tensor | Module
+            initialised.update(id(p) for p in sub.parameters(recurse=False))
     with torch.no_grad():
-        for index, (sub, name, param) in enumerate(owned):
-            if not param.is_meta:
-                tensor = param.detach().to(device=device, dtype=dtype)
-                sub._parameters[name] = nn.Parameter(tensor, requires_grad=False)
-                continue
-            tensor = torch.empty(param.shape, device=device, dtype=dtype)
-            sub._parameters[name] = nn.Parameter(tensor, requires_grad=False)
-            bound, constant = _init_scale(sub, name, param)
-            if constant is not None:
-                tensor.fill_(constant)
-            else:
-                fills.append((index, tensor, bound))
-        if device.type == "cpu":
-            _fill_on_cpu(fills, base)
-        else:
-            generator = torch.Generator(device).manual_seed(base)
-            for _, tensor, bound in fills:
-                tensor.uniform_(-bound, bound, generator=generator)
+        for param in module.parameters():
+            if id(param) not in initialised:
+                param.normal_(0.0, 0.02)
     # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules that random weights lack.
-    # The parameters are in place already; this moves the (real) buffers.
     return nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
-
-
-def _init_scale(owner: nn.Module, name: str, param: torch.Tensor) -> tuple[float, float | None]:
-    """(bound of the uniform draw, None) for a random parameter, or (0, the constant) for a norm's."""
-    if isinstance(owner, NORMS) or type(owner).__name__ == "RMSNorm":
-        return 0.0, 1.0 if name == "weight" else 0.0
-    if isinstance(owner, (nn.Linear, nn.modules.conv._ConvNd)):
-        weight = owner.weight
-        fan_in = weight.shape[1] * math.prod(weight.shape[2:]) if weight.dim() > 1 else weight.shape[0]
-        return (1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0), None
-    if isinstance(owner, nn.Embedding):
-        return math.sqrt(3.0), None  # variance 1, as nn.Embedding's N(0, 1)
-    return 0.02 * math.sqrt(3.0), None  # standard deviation 0.02
-
-
-FILL_CHUNK = 1 << 18  # elements per draw: 1 MiB of float32, scaled while it is still in cache
-
-
-def _fill_on_cpu(fills: list[tuple[int, torch.Tensor, float]], base: int) -> None:
-    """U(-bound, bound) into each tensor from its own generator (numpy's SFC64, several times faster than
-    torch's CPU generator), the largest tensors first, on as many threads as torch uses."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-
-    def fill(item: tuple[int, torch.Tensor, float]) -> None:
-        index, tensor, bound = item
-        generator = np.random.Generator(np.random.SFC64(np.random.SeedSequence([base, index])))
-        flat = tensor.view(-1)
-        direct = tensor.dtype == torch.float32
-        scratch = np.empty(min(FILL_CHUNK, flat.numel()), dtype=np.float32)
-        for start in range(0, flat.numel(), FILL_CHUNK):
-            part = flat[start : start + FILL_CHUNK]
-            drawn = part.numpy() if direct else scratch[: part.numel()]
-            generator.random(out=drawn, dtype=np.float32)
-            np.multiply(drawn, 2 * bound, out=drawn)  # numpy's ufuncs: no thread pool of their own
-            np.subtract(drawn, bound, out=drawn)
-            if not direct:
-                part.copy_(torch.from_numpy(drawn))
-
-    ordered = sorted(fills, key=lambda item: -item[1].numel())
-    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
-        list(pool.map(fill, ordered))
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -307,20 +249,3 @@ def build_pipeline(model: ModelConfig, device: torch.device, dtype: torch.dtype,
         pipe = build_random_pipeline(model.architecture, dtype, device, seed)
     pipe.image_encoder.to(dtype)  # some checkpoints store the encoder in another dtype
     return pipe
-
-
-def call_arguments(cfg: RunConfig) -> dict[str, Any]:
-    """The settings' keyword arguments of a StableVideoDiffusionPipeline call, as every caller passes them (the
-    runner, the planner's tests); the image, the generators and the callback are the caller's."""
-    return dict(
-        height=cfg.height,
-        width=cfg.width,
-        num_frames=cfg.num_frames,
-        num_inference_steps=cfg.num_inference_steps,
-        min_guidance_scale=cfg.min_guidance_scale,
-        max_guidance_scale=cfg.max_guidance_scale,
-        fps=cfg.cond.fps,
-        motion_bucket_id=cfg.cond.motion_bucket_id,
-        noise_aug_strength=cfg.cond.noise_aug_strength,
-        decode_chunk_size=cfg.opt.decode_chunk_size,
-    )

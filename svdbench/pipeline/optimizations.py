@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from svdbench.pipeline.call import enable_forward_chunking, vae_upcasts
 from svdbench.pipeline.deepcache import DeepCacheUnavailable, enable_deepcache, import_helper, inspect_deepcache
 from svdbench.pipeline.models import unwrap
 from svdbench.pipeline.quantize import QuantizeUnavailable, inspect_quantized, quantize_linears, unavailable_reason
@@ -274,8 +275,7 @@ def apply_optimizations(
     with timed("optimize_s"):
         if opt.quantize and opt.offload == "none":
             quantize_pipeline(pipe, opt)
-        if opt.forward_chunking:
-            pipe.unet.enable_forward_chunking(chunk_size=opt.forward_chunk_size, dim=0)
+        enable_forward_chunking(pipe, opt)
         if opt.deepcache.enabled:
             try:
                 enable_deepcache(pipe, opt.deepcache)
@@ -365,8 +365,7 @@ def enable_group_offload(pipe, cfg: GroupOffloadConfig, onload_device: torch.dev
     )
     pipe.unet.enable_group_offload(**kwargs)
     apply_group_offloading(pipe.image_encoder, **kwargs)  # a transformers model: no enable_group_offload
-    upcasts = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
-    if upcasts:
+    if vae_upcasts(pipe.vae):
         kwargs.update(use_stream=False, record_stream=False)
     pipe.vae.enable_group_offload(**kwargs)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import types
@@ -20,6 +19,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from svdbench.files.cache import JsonCache
+from svdbench.pipeline.call import decode_chunk, guided
 
 from svdbench.settings.config import RunConfig
 
@@ -188,8 +190,8 @@ def simulation_key(cfg: RunConfig, target: Target) -> dict[str, Any]:
         "width": cfg.width,
         "num_frames": cfg.num_frames,
         "steps": min(cfg.num_inference_steps, SIMULATED_STEPS),
-        "guided": cfg.max_guidance_scale > 1.0,
-        "decode_chunk_size": min(opt.decode_chunk_size or cfg.num_frames, cfg.num_frames),
+        "guided": guided(cfg),
+        "decode_chunk_size": decode_chunk(cfg),
         "batch_size": cfg.batch_size,
         "forward_chunk_size": opt.forward_chunk_size if opt.forward_chunking else None,
         "deepcache": [opt.deepcache.cache_interval, opt.deepcache.cache_branch_id] if opt.deepcache.enabled else None,
@@ -210,49 +212,7 @@ def weights_key(cfg: RunConfig, target: Target) -> dict[str, Any]:
     }
 
 
-class PlanCache:
-    """Simulation results by key: in memory, and in a JSON file under the svdbench cache directory (a file
-    that cannot be read or written degrades to memory only)."""
-
-    def __init__(self, name: str = "plan.json"):
-        self.name = name
-        self.memory: dict[str, Any] = {}
-        self.loaded = False
-
-    def _path(self):
-        from svdbench.measure.flops import cache_dir
-
-        return cache_dir() / self.name
-
-    @staticmethod
-    def digest(key: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-    def get(self, key: dict[str, Any]) -> Any:
-        digest = self.digest(key)
-        if digest not in self.memory and not self.loaded:
-            self.loaded = True
-            try:
-                self.memory.update(json.loads(self._path().read_text()))
-            except (OSError, ValueError):
-                pass
-        return self.memory.get(digest)
-
-    def put(self, key: dict[str, Any], value: Any) -> None:
-        from svdbench.files.atomic import write_json_atomic
-
-        digest = self.digest(key)
-        self.memory[digest] = value
-        try:
-            path = self._path()
-            stored = json.loads(path.read_text()) if path.exists() else {}
-            stored[digest] = value
-            write_json_atomic(path, stored)
-        except (OSError, ValueError):
-            pass
-
-
-CACHE = PlanCache()
+CACHE = JsonCache("plan.json")  # simulations and weight statistics, by everything they depend on
 
 
 @contextlib.contextmanager
@@ -309,6 +269,7 @@ def _simulation(cfg: RunConfig, target: Target, key: dict[str, Any], part: str) 
     if cached is not None:
         return cached
     from svdbench.media.image import test_card
+    from svdbench.pipeline.call import call_inputs, enable_forward_chunking
     from svdbench.plan.simulate import meta_pipeline, simulate
 
     with _quiet():
@@ -317,25 +278,18 @@ def _simulation(cfg: RunConfig, target: Target, key: dict[str, Any], part: str) 
             from svdbench.pipeline.optimizations import fuse_qkv_projections
 
             fuse_qkv_projections(pipe)
-        if cfg.opt.forward_chunking and part != "decode":
-            pipe.unet.enable_forward_chunking(chunk_size=cfg.opt.forward_chunk_size, dim=0)
+        if part != "decode":
+            enable_forward_chunking(pipe, cfg.opt)
         calls = 1
         if cfg.opt.deepcache.enabled:
             from svdbench.pipeline.deepcache import enable_deepcache
 
             enable_deepcache(pipe, cfg.opt.deepcache)
             calls = 2  # DeepCache's cached features from the previous call are alive in the next one
+        inputs = {**call_inputs(cfg, test_card(cfg.width, cfg.height)), "num_inference_steps": key["steps"]}
         sim = simulate(
             pipe,
-            image=test_card(cfg.width, cfg.height),
-            height=cfg.height,
-            width=cfg.width,
-            num_frames=cfg.num_frames,
-            steps=key["steps"],
-            min_guidance_scale=cfg.min_guidance_scale,
-            max_guidance_scale=cfg.max_guidance_scale,
-            decode_chunk_size=min(cfg.opt.decode_chunk_size or cfg.num_frames, cfg.num_frames),
-            batch_size=key["batch_size"],
+            inputs,
             count_host=target.device == "cpu",
             round_bytes=_round_bytes(target),
             calls=calls,
@@ -354,10 +308,11 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
     if cached is not None:
         return cached
     import torch
-
+    from svdbench.pipeline.call import vae_upcasts
     from svdbench.pipeline.optimizations import STORAGE_TORCH_DTYPES
-    from svdbench.plan import weights as w
     from svdbench.plan.simulate import meta_pipeline, pristine_pipeline
+
+    from svdbench.plan import weights as w
 
     dtype = _torch_dtype(target.dtype)
     round_bytes = _round_bytes(target)
@@ -368,7 +323,7 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
             from svdbench.pipeline.optimizations import fuse_qkv_projections
 
             fuse_qkv_projections(pipe)
-    upcasts = dtype == torch.float16 and bool(pipe.vae.config.force_upcast)
+    upcasts = vae_upcasts(pipe.vae)
     if cfg.opt.storage_dtype:
         storage = getattr(torch, STORAGE_TORCH_DTYPES[cfg.opt.storage_dtype])
         unet = w.layerwise_cast_weights(pipe.unet, storage, dtype, round_bytes)
@@ -383,6 +338,18 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
     }
     CACHE.put(key, value)
     return value
+
+
+def planned_flops(cfg: RunConfig, dtype: str):
+    """FLOPs of one call of `cfg`, every video of it (svdbench.measure.flops.CallFlops, counted on the
+    architecture's weightless pipeline): the counts a run of `cfg` reports in RunResult.flops.call."""
+    from svdbench.measure.flops import config_flops
+    from svdbench.plan.simulate import pristine_pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = pristine_pipeline(cfg.model.architecture, _torch_dtype(dtype))
+    return config_flops(pipe, cfg)
 
 
 def predict(cfg: RunConfig, device: str | None = None, dtype: str | None = None) -> Prediction:

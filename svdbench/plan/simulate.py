@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from svdbench.pipeline.models import architecture_dir, meta_module
+from svdbench.pipeline.models import build_components
 from svdbench.plan.tracker import LiveBytes
 from svdbench.plan.weights import SUB_PHASES
 
@@ -52,10 +50,6 @@ class Simulation:
 
     phases: dict[str, PhaseRecord] = field(default_factory=dict)
     attention_calls: int = 0
-
-
-def _read(directory: Path, relative: str) -> dict:
-    return json.loads((directory / relative).read_text())
 
 
 @functools.cache
@@ -81,23 +75,7 @@ def _planned_pipeline_class() -> type:
 
 def meta_pipeline(architecture: str, dtype: torch.dtype):
     """The architecture's StableVideoDiffusionPipeline with every weight on the meta device, in `dtype`."""
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    directory = architecture_dir(architecture)
-
-    def meta(factory: Callable[[], nn.Module]) -> nn.Module:
-        return nn.Module.to(meta_module(factory), device="meta", dtype=dtype).eval().requires_grad_(False)
-
-    unet = meta(lambda: UNetSpatioTemporalConditionModel.from_config(_read(directory, "unet/config.json")))
-    vae = meta(lambda: AutoencoderKLTemporalDecoder.from_config(_read(directory, "vae/config.json")))
-    encoder_config = CLIPVisionConfig(**_read(directory, "image_encoder/config.json"))
-    encoder = meta(lambda: CLIPVisionModelWithProjection(encoder_config))
-    scheduler = EulerDiscreteScheduler.from_config(_read(directory, "scheduler/scheduler_config.json"))
-    feature_extractor = CLIPImageProcessor(**_read(directory, "feature_extractor/preprocessor_config.json"))
-    pipe: Any = _planned_pipeline_class()(
-        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
-    )
+    pipe: Any = _planned_pipeline_class()(**build_components(architecture, dtype, "meta"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -251,16 +229,8 @@ def fast_chunked_feed_forward(round_bytes: Callable[[int], int]) -> Iterator[Non
 
 def simulate(
     pipe,
+    inputs: dict[str, Any],
     *,
-    image: Any,
-    height: int,
-    width: int,
-    num_frames: int,
-    steps: int,
-    min_guidance_scale: float,
-    max_guidance_scale: float,
-    decode_chunk_size: int | None,
-    batch_size: int,
     count_host: bool,
     round_bytes: Callable[[int], int],
     calls: int = 1,
@@ -270,6 +240,7 @@ def simulate(
     """Run the call `calls` times on the meta pipeline and return the last call's phases (the steady state:
     DeepCache, for one, keeps the previous call's cached features alive into the next).
 
+    inputs: the call's keyword arguments as the runner passes them (svdbench.pipeline.call.call_inputs).
     count_host: count CPU tensors too (the device is the CPU); otherwise only the simulated device's.
     """
     # On a GPU target only device tensors count, and every one of them comes out of an op: inputs need no look.
@@ -282,7 +253,7 @@ def simulate(
     probe = _Probe(tracker)
     _install(pipe, probe, tracker, stub_unet, stub_decode)
     attention = FusedAttention()
-    pipe.planned_guidance = max_guidance_scale > 1.0
+    pipe.planned_guidance = inputs["max_guidance_scale"] > 1.0
     result = None
     with torch.no_grad(), fast_chunked_feed_forward(tracker.round_bytes), attention, tracker:
         for call in range(calls):
@@ -290,20 +261,8 @@ def simulate(
             probe.records = {}
             probe.mark("start")
             # Earlier calls only leave their state behind (DeepCache's cache): one step, no decode.
-            # As the runner calls it: a batch is a list of the same picture, one generator per video.
-            generators = [torch.Generator("cpu").manual_seed(k) for k in range(batch_size)]
-            result = pipe(
-                [image] * batch_size if batch_size > 1 else image,
-                height=height,
-                width=width,
-                num_frames=num_frames,
-                num_inference_steps=steps if last else 1,
-                min_guidance_scale=min_guidance_scale,
-                max_guidance_scale=max_guidance_scale,
-                decode_chunk_size=decode_chunk_size or num_frames,
-                generator=generators if batch_size > 1 else generators[0],
-                output_type="np" if last else "latent",
-            )
+            steps = inputs["num_inference_steps"] if last else 1
+            result = pipe(**{**inputs, "num_inference_steps": steps}, output_type="np" if last else "latent")
             probe.close()
     del result
     records = {name: rec for name, rec in probe.records.items() if name in SUB_PHASES}

@@ -27,6 +27,7 @@ import torch
 import svdbench
 from svdbench.measure.machine import MachineState, cpu_model
 from svdbench.measure.memory import GIB
+from svdbench.measure.nvml import cuda_uuid
 from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Gpu:
     name: str
     memory_gib: float
     capability: str  # CUDA compute capability, e.g. "9.0"
+    uuid: str | None = None  # "GPU-...", as nvidia-smi -L shows it: which physical GPU, whatever the CUDA index
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Environment:
     cudnn: str | None
     gpu_driver: str | None
     gpus: list[Gpu] = field(default_factory=list)
+    # CUDA_VISIBLE_DEVICES as the run's process saw it (Ray, SLURM or the user set it; None when unset): which
+    # of the machine's GPUs the run could use.
+    cuda_visible_devices: str | None = None
     # The machine's state during the run (clocks, temperatures, throttling, other processes, load): filled by
     # the run (svdbench.measure.machine), None where no run measured it. `state.warnings` flag a noisy or shared
     # machine.
@@ -121,7 +126,9 @@ def environment() -> Environment:
     if cuda:
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            gpus.append(Gpu(props.name, round(props.total_memory / GIB, 2), f"{props.major}.{props.minor}"))
+            memory = round(props.total_memory / GIB, 2)
+            uuid = cuda_uuid(torch.device("cuda", index))
+            gpus.append(Gpu(props.name, memory, f"{props.major}.{props.minor}", uuid))
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     ram = _try(lambda: psutil.virtual_memory().total / GIB)
     return Environment(
@@ -137,6 +144,7 @@ def environment() -> Environment:
         cudnn=str(cudnn) if cudnn else None,
         gpu_driver=_gpu_driver() if cuda else None,
         gpus=gpus,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
 
 

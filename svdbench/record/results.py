@@ -20,6 +20,7 @@ from typing import Any
 
 from svdbench.files.atomic import write_json_atomic
 from svdbench.measure.energy import Cost, Energy
+from svdbench.measure.flops import RunFlops, from_schema_3
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.profile import Profile
 from svdbench.measure.timing import Stats
@@ -30,7 +31,9 @@ from svdbench.record.identity import Environment, Provenance
 STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted", "skipped")
 RESULTS_FILE = "results.json"
 # Version of the results.json layout. 1: files written before the field existed (read the same way).
-SCHEMA_VERSION = 3
+# 4: `flops` is a typed record (measure.flops.RunFlops: the counts of a whole call, all of its videos, and the
+# utilization); before, a flat object whose counts were one video's whatever the batch (`_upgrade` reads it).
+SCHEMA_VERSION = 4
 
 
 class ResultsError(ValueError):
@@ -151,7 +154,7 @@ class RunResult:
     steps: Steps | None = None
     throughput: Throughput | None = None
     memory: MemoryPeak | None = None
-    flops: dict[str, Any] | None = None
+    flops: RunFlops | None = None  # of one call, all of its videos (svdbench.measure.flops)
     applied: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     profile: Profile | None = None
@@ -220,7 +223,7 @@ class RunResult:
                 f"{SCHEMA_VERSION}. Read it with the svdbench that wrote it (provenance.svdbench_version), or "
                 "upgrade svdbench."
             )
-        return _typed(cls, {**data, "schema_version": version}, source)
+        return _typed(cls, _upgrade({**data, "schema_version": version}), source)
 
     @classmethod
     def load(cls, path: Path) -> RunResult:
@@ -241,6 +244,15 @@ class RunResult:
                 "this by a run; restore it or re-run that job."
             ) from None
         return cls.from_dict(data, str(path))
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A results.json of an older schema in today's layout (the version it says stays as it was)."""
+    flops = data.get("flops")
+    if data["schema_version"] < 4 and isinstance(flops, dict) and "call" not in flops:
+        batch = data.get("batch_size", 1)
+        data["flops"] = from_schema_3(flops, batch if isinstance(batch, int) and batch >= 1 else 1)
+    return data
 
 
 def _finite(value: Any) -> Any:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
-from svdbench.settings.hydra_api import ConfigStore, is_none_node, raw_value
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 ARCHITECTURES = ("svd", "svd_xt", "small", "tiny")
@@ -46,9 +45,11 @@ SWEEP_ENV = "SVDBENCH_SWEEP"
 MAX_BATCH_SIZE = 256
 WANDB_MODES = ("offline", "online", "disabled")
 MAX_SIDE = 4096
-# The runner's bound on measured calls (svdbench.runner.MAX_CALLS): more repeats could not be honoured.
+# bench.max_calls's default: the runner's bound on measured calls, whatever bench.min_seconds asks for.
 MAX_MEASURED_CALLS = 1000
-# bench.min_seconds above a day is a typo, not a benchmark (the calls are capped at MAX_MEASURED_CALLS anyway).
+# bench.max_calls above this is a typo (a million tiny-model calls would take days).
+MAX_CALLS_BOUND = 1_000_000
+# bench.min_seconds above a day is a typo, not a benchmark (the calls are capped at bench.max_calls anyway).
 MAX_MIN_SECONDS = 86400.0
 # torch.Generator.manual_seed takes a signed or unsigned 64-bit seed; results and W&B keep a signed one.
 MAX_SEED = 2**63 - 1
@@ -387,18 +388,24 @@ class BenchConfig(_Checked):
     )
     repeats: int = setting(
         3,
-        f"Measured calls (at least this many; at most {MAX_MEASURED_CALLS}, the runner's cap).",
+        "Measured calls (at least this many; at most bench.max_calls).",
         minimum=1,
-        maximum=MAX_MEASURED_CALLS,
-        why=f"at least one measured call is needed, and the runner stops after {MAX_MEASURED_CALLS}",
+        why="at least one measured call is needed",
     )
     min_seconds: float = setting(
         0.0,
-        "Keep measuring until the measured calls also add up to this many seconds "
-        f"(still at most {MAX_MEASURED_CALLS} calls).",
+        "Keep measuring until the measured calls also add up to this many seconds (still at most bench.max_calls "
+        "calls).",
         minimum=0,
         maximum=MAX_MIN_SECONDS,
-        why=f"seconds of measured calls, up to a day; the runner stops after {MAX_MEASURED_CALLS} calls in any case",
+        why="seconds of measured calls, up to a day; the runner stops after bench.max_calls calls in any case",
+    )
+    max_calls: int = setting(
+        MAX_MEASURED_CALLS,
+        "The most measured calls a run makes, whatever bench.repeats or bench.min_seconds ask for.",
+        minimum=1,
+        maximum=MAX_CALLS_BOUND,
+        why="at least one measured call is needed, and a million calls is a typo",
     )
     progress: bool = setting(True, "Show a progress bar over the denoising steps of each call.")
     second_input: bool = setting(
@@ -415,6 +422,13 @@ class BenchConfig(_Checked):
         maximum=1,
         why="it is a width relative to the median, e.g. 0.05, or null to measure bench.repeats calls",
     )
+
+    def _check_values(self) -> None:
+        _check(
+            self.repeats <= self.max_calls,
+            f"bench.repeats={self.repeats} measured calls is more than bench.max_calls={self.max_calls}, the most a "
+            "run makes. Ask for fewer repeats, or raise bench.max_calls.",
+        )
 
 
 @dataclass
@@ -905,11 +919,12 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
         if dotted == "hydra":
             continue
         if key not in fields:
-            value = raw_value(cfg, key)
+            node = cfg._get_node(key)
+            value = node._value() if node is not None else None
             shown = show(value) if not isinstance(value, (dict, DictConfig)) else "{...}"
             return unknown_setting_message(dotted, f"{dotted}={shown}")
-        child = raw_value(cfg, key)
-        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not is_none_node(child):
+        child = cfg._get_node(key)
+        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not child._is_none():
             problem = _unknown_keys(child, fields[key], f"{dotted}.")
             if problem:
                 return problem
@@ -918,8 +933,11 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
 
 def _raw(cfg: DictConfig, key: str) -> str:
     """A value as written, without resolving interpolations (they may be what failed)."""
+    node: Any = cfg
     try:
-        return show(raw_value(cfg, key))
+        for part in key.split("."):
+            node = node._get_node(part)
+        return show(node._value())
     except Exception:
         return "?"
 
