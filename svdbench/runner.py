@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
 from svdbench.measure.energy import EnergyMeter, cost
 from svdbench.measure.flops import RunFlops, config_flops, device_peak_tflops, rate, utilization
 from svdbench.measure.machine import MachineState, MachineWatch
@@ -26,7 +27,9 @@ from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats, enough
 from svdbench.media.image import InputImageError, conditioning_image
 from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
+from svdbench.pipeline import parallel
 from svdbench.pipeline.call import CallShape, call_inputs, decode_chunk, decodes_in_chunks, video_seeds
+from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.pipeline.optimizations import (
     Unsupported,
     apply_optimizations,
@@ -34,11 +37,10 @@ from svdbench.pipeline.optimizations import (
     check_supported,
     inspect_pipeline,
 )
+from svdbench.plan import try_predict
 from svdbench.quality.samples import generate as generate_samples
 from svdbench.record.identity import config_hash, frames_hash
-
-from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
-from svdbench.plan import try_predict
+from svdbench.record.ranks import merge as merge_ranks
 from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
 from svdbench.settings.config import RunConfig
 
@@ -86,7 +88,22 @@ class Measurement:
 
 
 def run(cfg: RunConfig) -> Measurement:
-    """Measure one configuration; never raises for a failure that belongs in the results."""
+    """Measure one configuration; never raises for a failure that belongs in the results. Under torchrun
+    (parallel=cfg|data) this rank measures its share, and rank 0's measurement holds every rank's."""
+    if cfg.parallel == "none":
+        return _run_alone(cfg)
+    world = parallel.join(cfg.device)
+    mine = _run_alone(parallel.rank_config(cfg, world))
+    gathered = parallel.gather(world, (mine.result, mine.videos, world.host, parallel.cuda_visible_devices()))
+    if gathered is not None:
+        mine.result, mine.videos = merge_ranks(cfg, gathered)
+        mine.result.config_hash = config_hash(cfg)
+        if mine.videos is not None:
+            mine.result.frames_hash = frames_hash(mine.videos[0] if cfg.batch_size == 1 else mine.videos)
+    return mine
+
+
+def _run_alone(cfg: RunConfig) -> Measurement:
     result = RunResult(
         config_hash=config_hash(cfg),
         model=cfg.model.name,
@@ -201,6 +218,7 @@ class Bench:
         with self.clock.section(setup, "build_s"):
             pipe = build_pipeline(cfg.model, self.device, self.dtype, cfg.weights_seed)
         self.pipe = apply_optimizations(pipe, cfg.opt, self.device, timed=lambda key: self.clock.section(setup, key))
+        parallel.split_guidance(self.pipe, cfg)  # parallel=cfg: this rank runs half of the UNet's guidance batch
         startup.build_s, startup.placement_s, startup.optimize_s = (
             setup["build_s"],
             setup.get("placement_s"),

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from svdbench.settings.arguments import check_command_line, job_problem, unknown_setting
 
+from svdbench.settings.arguments import check_command_line, job_problem, unknown_setting
 from svdbench.settings.config import MAX_MEASURED_CALLS, ConfigError, lookup, settings, to_run_config
 
 from .conftest import CONF_DIR, REPO, offline_env, run_cli, typed_config

@@ -7,7 +7,6 @@ command line; `svdbench.compare.page` draws them as a page. docs/comparison.md s
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,16 +14,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from omegaconf import OmegaConf
+
+from svdbench.compare import gate
 from svdbench.files.atomic import atomic_path
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.timing import Stats
 from svdbench.record.identity import is_presentation
-from svdbench.settings.dotted import flatten
-
-from svdbench.compare import gate
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
-from svdbench.settings.config import GATE_MIN_PSNR_DB, OptConfig, RunConfig
+from svdbench.settings.config import GATE_MIN_PSNR_DB, ConfigError, RunConfig, lookup, settings, show
+from svdbench.settings.saved import CONFIG_FILE, from_values, load_saved, value_at
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +40,12 @@ class Job:
     directory: Path
     name: str  # the job's path under the compared directory, e.g. "3" or "modes/3"
     overrides: dict[str, str]
-    config: dict[str, Any]  # the job's settings, flattened to dotted keys
+    config: RunConfig  # the job's settings as the run had them (svdbench.settings.saved)
     result: RunResult
     label: str = ""
     baseline: Job | None = field(default=None, repr=False)
     verdict: gate.Verdict | None = None  # against the baseline (assign_verdicts)
+    config_notes: list[str] = field(default_factory=list)  # how the settings were read, where not plainly
 
     @property
     def ok(self) -> bool:
@@ -98,20 +97,54 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
 
 def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     result = RunResult.load(job_dir)
-    overrides_file, config_file = job_dir / ".hydra" / "overrides.yaml", job_dir / ".hydra" / "config.yaml"
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
     try:
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        config: dict[str, Any] = {}
-        if config_file.is_file():
-            container = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-            config = flatten({str(k): v for k, v in container.items()}, ".") if isinstance(container, dict) else {}
-    except Exception as exc:  # YAML errors, interpolations that no longer resolve
-        raise CompareError(f"{job_dir / '.hydra'} cannot be read ({type(exc).__name__}: {exc}).") from None
+    except Exception as exc:  # YAML errors
+        raise CompareError(f"{overrides_file} cannot be read ({type(exc).__name__}: {exc}).") from None
     if not isinstance(overrides, list):
         raise CompareError(f"{overrides_file} is not a list of overrides.")
     parsed = dict(str(o).split("=", 1) for o in overrides if "=" in str(o) and not str(o).startswith("hydra"))
+    config, notes = job_config(job_dir, result)
     name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
-    return Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result)
+    return Job(directory=job_dir, name=name, overrides=parsed, config=config, result=result, config_notes=notes)
+
+
+# What results.json keeps of a run's settings: where a record has no .hydra/config.yaml, these and the
+# schema's defaults are its settings.
+RESULT_SETTINGS = {
+    "model.name": "model",
+    "opt.name": "opt",
+    "cond.name": "cond",
+    "dtype": "dtype",
+    "num_frames": "num_frames",
+    "height": "height",
+    "width": "width",
+    "num_inference_steps": "num_inference_steps",
+    "seed": "seed",
+    "batch_size": "batch_size",
+}
+
+
+def job_config(job_dir: Path, result: RunResult) -> tuple[RunConfig, list[str]]:
+    """The job's typed settings from its `.hydra/config.yaml` (svdbench.settings.saved.load_saved), and notes.
+    Without that file (a job refused before it started, a record copied without it), or where it no longer
+    reads as settings, the values results.json kept over the schema's defaults, with a note saying so."""
+    path = job_dir / CONFIG_FILE
+    why = f"it has no {CONFIG_FILE}"
+    if path.is_file():
+        try:
+            return load_saved(path)
+        except ConfigError as exc:
+            why = f"its {CONFIG_FILE} does not read as svdbench's settings ({exc})"
+    given = {key: getattr(result, name) for key, name in RESULT_SETTINGS.items()}
+    given = {key: value for key, value in given.items() if value not in (None, "", 0)}
+    try:
+        config = from_values(given)
+    except ConfigError:
+        config, given = from_values({}), {}
+    kept = ", ".join(given) or "none"
+    return config, [f"settings read from results.json ({why}): {kept}; every other setting is taken to be its default."]
 
 
 def _set_aside(path: Path, root: Path) -> bool:
@@ -133,42 +166,63 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 
 def _identity(job: Job, excluded_group: str, ignored: tuple[str, ...] = ()) -> tuple:
     return tuple(
-        sorted(
-            (k, repr(v))
-            for k, v in job.config.items()
-            if not k.startswith(excluded_group + ".") and not is_presentation(k) and k not in ignored
-        )
+        (k, repr(v))
+        for k, v in _values(job.config)
+        if not k.startswith(excluded_group + ".") and not is_presentation(k) and not _ignored(k, ignored)
     )
 
 
-def schema_default(key: str) -> Any:
-    """The default of a dotted setting in the typed schema (None where it has none)."""
-    node: Any = RunConfig
-    for part in key.split("."):
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            return None
-        field_ = fields[part]
-        node = field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
-    return None if node in (dataclasses.MISSING, "???") else node
+def _values(cfg: RunConfig) -> list[tuple[str, Any]]:
+    return [(info.key, value_at(cfg, info.key)) for info in settings()]
+
+
+def _ignored(key: str, ignored: tuple[str, ...]) -> bool:
+    return any(key == i or key.startswith(i + ".") for i in ignored)
+
+
+def check_setting(key: str, given: str) -> None:
+    """Raise CompareError unless `key` names a setting (or a group of settings) of the schema; `given` is the
+    option as written ("--ignore max_guidance"), which the message starts with."""
+    if lookup(key) is None:
+        raise CompareError(
+            f"{given}: `{key}` is not a setting of svdbench. Name a setting by its dotted key, as on the "
+            "command line (e.g. opt.name, max_guidance_scale, opt.compile.mode); python -m svdbench --help lists "
+            "every setting."
+        )
 
 
 def _distance_from_defaults(job: Job, ignored: tuple[str, ...]) -> int:
-    """How many option and ignored settings differ from their defaults: the plainest candidate wins."""
-    defaults = flatten({"opt": dataclasses.asdict(OptConfig())}, ".")
-    defaults.update({key: schema_default(key) for key in ignored})
-    return sum(1 for k, v in defaults.items() if k != "opt.name" and job.config.get(k, v) != v)
+    """How many opt settings and ignored settings differ from the schema's defaults: the plainest candidate
+    wins."""
+    count = 0
+    for info in settings():
+        if not (info.key.startswith("opt.") or _ignored(info.key, ignored)) or info.key == "opt.name":
+            continue
+        if info.default != "???" and value_at(job.config, info.key) != info.default:
+            count += 1
+    return count
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    """A setting's value against the VALUE of --baseline KEY=VALUE, as the command line writes it."""
+    return show(value) == wanted or str(value) == wanted
 
 
 def assign_baselines(jobs: list[Job], baseline: str, ignored: tuple[str, ...] = ()) -> None:
-    """Give each job the baseline job it is compared with; settings in `ignored` may differ from it."""
-    key, _, wanted = baseline.partition("=")
+    """Give each job the baseline job it is compared with; settings in `ignored` may differ from it.
+    Raises CompareError where `baseline` (KEY=VALUE) or an ignored key names no setting."""
+    key, equals, wanted = baseline.partition("=")
+    if not equals:
+        raise CompareError(f"--baseline {baseline}: give KEY=VALUE, e.g. --baseline opt.name=none.")
+    check_setting(key, f"--baseline {baseline}")
+    for name in ignored:
+        check_setting(name, f"--ignore {name}")
     group = key.split(".")[0]
     for job in jobs:
         candidates = [
             b
             for b in jobs
-            if str(b.config.get(key)) == wanted or (wanted == "null" and b.config.get(key) is None)
+            if _matches(value_at(b.config, key), wanted)
             if _identity(b, group, ignored) == _identity(job, group, ignored)
         ]
         if candidates:
@@ -240,18 +294,13 @@ def memory_interval(base: MemoryPeak | None, job: MemoryPeak | None) -> Interval
 # ----------------------------------------------------------------------------------------------- verdicts
 
 
-def _opt(config: dict[str, Any]) -> dict[str, Any]:
-    return {k[len("opt.") :]: v for k, v in config.items() if k.startswith("opt.")}
-
-
 def min_psnr_for(job: Job, override: float | None = None) -> float:
-    """The PSNR threshold of `faithful`: --min-psnr-db, else the baseline job's gate.min_psnr_db, else the
-    default (older sweeps have no gate settings)."""
+    """The PSNR threshold of `faithful`: --min-psnr-db, else the baseline job's gate.min_psnr_db (a record
+    from before the gate existed reads the schema's default)."""
     if override is not None:
         return override
     source = job.baseline if job.baseline is not None else job
-    value = source.config.get("gate.min_psnr_db")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else GATE_MIN_PSNR_DB
+    return source.config.gate.min_psnr_db
 
 
 def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline: str = "opt.name=none") -> None:
@@ -268,13 +317,12 @@ def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline:
         if base is job:
             job.verdict = gate.Verdict(gate.BASELINE, None, min_psnr_db=threshold, reason="the baseline itself")
             continue
-        frame_count = job.config.get("num_frames") or job.result.num_frames or None
         expected, reasons = gate.expectation(
-            _opt(job.config),
-            _opt(base.config) if base is not None else None,
-            frame_count,
-            dtype=job.config.get("dtype") or job.result.dtype or None,
-            baseline_dtype=(base.config.get("dtype") or base.result.dtype or None) if base is not None else None,
+            job.config.opt,
+            base.config.opt if base is not None else None,
+            job.config.num_frames,
+            dtype=job.result.dtype or job.config.dtype,
+            baseline_dtype=(base.result.dtype or base.config.dtype) if base is not None else None,
         )
         unknown = None
         if not job.ok:
@@ -494,6 +542,13 @@ def table_notes(jobs: list[Job], table: list[dict[str, Any]]) -> list[str]:
         for name, warning in warned:
             by_text.setdefault(warning, []).append(name)
         notes += [f"  - job{'s' if len(n) > 1 else ''} {', '.join(n)}: {w}" for w, n in by_text.items()]
+    read: dict[str, list[str]] = {}
+    for job in jobs:
+        for note in job.config_notes:
+            read.setdefault(note, []).append(job.name)
+    if read:
+        notes.append("Settings not read from the job's .hydra/config.yaml:")
+        notes += [f"  - job{'s' if len(n) > 1 else ''} {', '.join(n)}: {note}" for note, n in read.items()]
     job_notes: dict[str, list[str]] = {}
     listed = {warning for _, warning in warned}
     for job in jobs:

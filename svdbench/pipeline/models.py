@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import cast
 
 import torch
 from torch import nn
@@ -73,7 +73,9 @@ def build_components(architecture: str, dtype: torch.dtype, device: torch.device
         }
     else:
         cuda_devices = (
-            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else []
         )
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(0 if seed is None else seed)
@@ -101,27 +103,90 @@ def meta_module(factory) -> nn.Module:
 
 
 def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Give meta parameters real storage on `device` and initialise them from the global RNG.
+    """Give meta parameters real storage on `device` in `dtype`, each filled once with seeded random values.
 
-    Every module with `reset_parameters` (Linear, Conv, norms, Embedding) uses PyTorch's default init;
-    parameters no such module owns (CLIP's class embedding, learned mixing factors) get N(0, 0.02).
+    Every tensor is created in the target dtype on the target device and written once: no init in float32
+    that is then cast, no CPU init that is then copied. The values follow the scale of PyTorch's default
+    init, as uniform draws: Linear and Conv weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (what
+    kaiming_uniform_(a=sqrt(5)) draws), norms' weights 1 and biases 0, Embeddings variance 1, anything else
+    (CLIP's class embedding, learned mixing factors) standard deviation 0.02. The seed comes from the global
+    RNG, which the caller seeds (weights_seed): the same seed gives the same weights. On a CPU each tensor has
+    its own numpy SFC64 generator (seeded from that seed and the tensor's index, so threads may fill tensors in
+    parallel and the result stays the same); on other devices one torch generator on the device fills them in
+    order.
     """
-    initialised: set[int] = set()
-    for sub in module.modules():
-        for name, param in list(sub.named_parameters(recurse=False)):
-            if param.is_meta:
-                sub._parameters[name] = nn.Parameter(
-                    torch.empty(param.shape, device=device, dtype=torch.float32), requires_grad=False
-                )
-        if hasattr(sub, "reset_parameters"):
-            cast("Callable[[], None]", sub.reset_parameters)()  # nn.Module.__getattr__ types it Tensor | Module
-            initialised.update(id(p) for p in sub.parameters(recurse=False))
+    device = torch.device(device)
+    base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded global RNG
+    fills: list[tuple[int, torch.Tensor, float]] = []
+    owned = [(sub, name, param) for sub in module.modules() for name, param in sub.named_parameters(recurse=False)]
     with torch.no_grad():
-        for param in module.parameters():
-            if id(param) not in initialised:
-                param.normal_(0.0, 0.02)
+        for index, (sub, name, param) in enumerate(owned):
+            if not param.is_meta:
+                tensor = param.detach().to(device=device, dtype=dtype)
+                sub._parameters[name] = nn.Parameter(tensor, requires_grad=False)
+                continue
+            tensor = torch.empty(param.shape, device=device, dtype=dtype)
+            sub._parameters[name] = nn.Parameter(tensor, requires_grad=False)
+            bound, constant = _init_scale(sub, name, param)
+            if constant is not None:
+                tensor.fill_(constant)
+            else:
+                fills.append((index, tensor, bound))
+        if device.type == "cpu":
+            _fill_on_cpu(fills, base)
+        else:
+            generator = torch.Generator(device).manual_seed(base)
+            for _, tensor, bound in fills:
+                tensor.uniform_(-bound, bound, generator=generator)
     # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules that random weights lack.
+    # The parameters are in place already; this moves the (real) buffers.
     return nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+
+
+def _init_scale(owner: nn.Module, name: str, param: torch.Tensor) -> tuple[float, float | None]:
+    """(bound of the uniform draw, None) for a random parameter, or (0, the constant) for a norm's."""
+    if isinstance(owner, NORMS) or type(owner).__name__ == "RMSNorm":
+        return 0.0, 1.0 if name == "weight" else 0.0
+    if isinstance(owner, (nn.Linear, nn.modules.conv._ConvNd)):
+        weight = owner.weight
+        fan_in = weight.shape[1] * math.prod(weight.shape[2:]) if weight.dim() > 1 else weight.shape[0]
+        return (1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0), None
+    if isinstance(owner, nn.Embedding):
+        return math.sqrt(3.0), None  # variance 1, as nn.Embedding's N(0, 1)
+    return 0.02 * math.sqrt(3.0), None  # standard deviation 0.02
+
+
+FILL_CHUNK = 1 << 18  # elements per draw: 1 MiB of float32, scaled while it is still in cache
+
+
+def _fill_on_cpu(fills: list[tuple[int, torch.Tensor, float]], base: int) -> None:
+    """U(-bound, bound) into each tensor from its own generator (numpy's SFC64, several times faster than
+    torch's CPU generator), the largest tensors first, on as many threads as torch uses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    def fill(item: tuple[int, torch.Tensor, float]) -> None:
+        index, tensor, bound = item
+        generator = np.random.Generator(np.random.SFC64(np.random.SeedSequence([base, index])))
+        flat = tensor.view(-1)
+        direct = tensor.dtype == torch.float32
+        scratch = np.empty(min(FILL_CHUNK, flat.numel()), dtype=np.float32)
+        for start in range(0, flat.numel(), FILL_CHUNK):
+            part = flat[start : start + FILL_CHUNK]
+            drawn = part.numpy() if direct else scratch[: part.numel()]
+            generator.random(out=drawn, dtype=np.float32)
+            np.multiply(drawn, 2 * bound, out=drawn)  # numpy's ufuncs: no thread pool of their own
+            np.subtract(drawn, bound, out=drawn)
+            if not direct:
+                part.copy_(torch.from_numpy(drawn))
+
+    ordered = sorted(fills, key=lambda item: -item[1].numel())
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        list(pool.map(fill, ordered))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

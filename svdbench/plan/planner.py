@@ -22,7 +22,6 @@ from typing import Any
 
 from svdbench.files.cache import JsonCache
 from svdbench.pipeline.call import decode_chunk, guided
-
 from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -196,6 +195,7 @@ def simulation_key(cfg: RunConfig, target: Target) -> dict[str, Any]:
         "forward_chunk_size": opt.forward_chunk_size if opt.forward_chunking else None,
         "deepcache": [opt.deepcache.cache_interval, opt.deepcache.cache_branch_id] if opt.deepcache.enabled else None,
         "fuse_qkv": opt.fuse_qkv,
+        **({"guidance_split": 2} if cfg.parallel == "cfg" else {}),  # parallel=cfg: half the UNet batch per rank
         "versions": _versions(),
     }
 
@@ -274,6 +274,10 @@ def _simulation(cfg: RunConfig, target: Target, key: dict[str, Any], part: str) 
 
     with _quiet():
         pipe = meta_pipeline(cfg.model.architecture, _torch_dtype(target.dtype))
+        if key.get("guidance_split"):  # one rank's memory: its half of the UNet's batch, the other half gathered
+            from svdbench.pipeline.parallel import GuidanceSplit
+
+            GuidanceSplit(0, key["guidance_split"], simulate=True).install(pipe.unet)
         if key["fuse_qkv"]:
             from svdbench.pipeline.optimizations import fuse_qkv_projections
 
@@ -308,11 +312,11 @@ def component_weights(cfg: RunConfig, target: Target) -> dict[str, Any]:
     if cached is not None:
         return cached
     import torch
+
     from svdbench.pipeline.call import vae_upcasts
     from svdbench.pipeline.optimizations import STORAGE_TORCH_DTYPES
-    from svdbench.plan.simulate import meta_pipeline, pristine_pipeline
-
     from svdbench.plan import weights as w
+    from svdbench.plan.simulate import meta_pipeline, pristine_pipeline
 
     dtype = _torch_dtype(target.dtype)
     round_bytes = _round_bytes(target)

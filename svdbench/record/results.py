@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from svdbench.measure.flops import RunFlops, from_schema_3
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.profile import Profile
 from svdbench.measure.timing import Stats
+from svdbench.pipeline.parallel import RankShare
 from svdbench.quality.records import QualitySamples
 from svdbench.record.identity import Environment, Provenance
 
@@ -167,6 +169,8 @@ class RunResult:
     file_errors: dict[str, str] = field(default_factory=dict)
     timing_method: str = ""
     notes: list[str] = field(default_factory=list)
+    # A run over torchrun's ranks (parallel=cfg|data): every rank's part (svdbench.record.ranks); empty otherwise.
+    ranks: list[RankShare] = field(default_factory=list)
     environment: Environment | None = None
     provenance: Provenance | None = None
     started_at: str = field(default_factory=now_iso)
@@ -228,15 +232,17 @@ class RunResult:
     @classmethod
     def load(cls, path: Path) -> RunResult:
         """results.json of a run directory (or the file itself), typed; ResultsError if unreadable."""
+        from svdbench.files.read import RESULTS_MAX_BYTES, UnreadableFile, read_text
+
         path = Path(path)
-        if path.is_dir():
+        if path.name != RESULTS_FILE and path.is_dir():
             path = path / RESULTS_FILE
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ResultsError(f"{path} does not exist: the directory holds no run's results.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ResultsError(f"{path} cannot be read: {exc}.") from None
+        if not os.path.lexists(path):
+            raise ResultsError(f"{path} does not exist: the directory holds no run's results.")
+        try:  # only a regular file, at most RESULTS_MAX_BYTES: a FIFO or a link to /dev/zero is a reason, not a hang
+            data = json.loads(read_text(path, RESULTS_MAX_BYTES))
+        except UnreadableFile as exc:
+            raise ResultsError(f"{exc}.") from None
         except json.JSONDecodeError as exc:
             raise ResultsError(
                 f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); it is probably "

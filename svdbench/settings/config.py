@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from svdbench.settings.hydra_api import ConfigStore, is_none_node, raw_value
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 ARCHITECTURES = ("svd", "svd_xt", "small", "tiny")
@@ -38,6 +40,8 @@ ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 QUANTIZE_MODES = ("int8_weight_only", "int8_dynamic", "float8_dynamic")
 # Where energy figures come from (energy.source): svdbench.measure.energy says what each reads.
 ENERGY_SOURCES = ("auto", "zeus", "nvml", "none")
+# One run over torchrun's processes (parallel): none, the guidance batch split over 2 ranks, a batch's videos split.
+PARALLEL_MODES = ("none", "cfg", "data")
 # Set by a sweep for the job processes it starts: the job's directory is the sweep's to manage, and its
 # settings were checked before it started.
 SWEEP_ENV = "SVDBENCH_SWEEP"
@@ -675,6 +679,13 @@ class RunConfig(_Checked):
     save_frames: bool = setting(
         True, "Keep the exact uint8 frames as frames.npz beside the (lossy) mp4, for comparisons between runs."
     )
+    parallel: str = setting(
+        "none",
+        "One run over the processes of `torchrun --nproc_per_node=N -m svdbench ...`: none (one process), cfg (2 "
+        "ranks each run half of the UNet's guidance batch every step; the same frames) or data (N ranks each "
+        "generate batch_size/N of the batch's videos). Rank 0 writes the record (docs/scaling.md).",
+        choices=PARALLEL_MODES,
+    )
 
     @property
     def weights_seed(self) -> int:
@@ -707,9 +718,34 @@ class RunConfig(_Checked):
             f"one, {self.seed + self.batch_size - 1}, is above the largest seed torch takes (2**63 - 1). Use a "
             "smaller seed.",
         )
+        self._check_parallel()
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             f"device={self.device!r} is not valid: use auto, cpu, cuda or cuda:N.",
+        )
+
+    def _check_parallel(self) -> None:
+        if self.parallel == "none":
+            return
+        world = os.environ.get("WORLD_SIZE")
+        _check(
+            world is not None,
+            f"parallel={self.parallel} runs one run over several processes, which torchrun starts: use "
+            f"`torchrun --nproc_per_node=2 -m svdbench parallel={self.parallel} ...` (not `python -m svdbench`, "
+            "and not inside a -m sweep, whose jobs are single processes), or parallel=none.",
+        )
+        size = int(world or 1)
+        _check(
+            self.parallel != "cfg" or (size == 2 and self.max_guidance_scale > 1.0),
+            f"parallel=cfg splits the UNet's guidance batch (unconditional, conditional) over exactly 2 ranks, "
+            f"so it needs `torchrun --nproc_per_node=2` (this run has {size}) and guidance on "
+            f"(max_guidance_scale > 1, here {self.max_guidance_scale}). For more ranks use parallel=data.",
+        )
+        _check(
+            self.parallel != "data" or self.batch_size % size == 0,
+            f"parallel=data gives each of the {size} ranks the same share of the batch, but batch_size="
+            f"{self.batch_size} is not a multiple of {size}: use batch_size={size * max(1, self.batch_size // size)}"
+            f" or another --nproc_per_node.",
         )
 
 
@@ -919,12 +955,11 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
         if dotted == "hydra":
             continue
         if key not in fields:
-            node = cfg._get_node(key)
-            value = node._value() if node is not None else None
+            value = raw_value(cfg, key)
             shown = show(value) if not isinstance(value, (dict, DictConfig)) else "{...}"
             return unknown_setting_message(dotted, f"{dotted}={shown}")
-        child = cfg._get_node(key)
-        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not child._is_none():
+        child = raw_value(cfg, key)
+        if dataclasses.is_dataclass(fields[key]) and isinstance(child, DictConfig) and not is_none_node(child):
             problem = _unknown_keys(child, fields[key], f"{dotted}.")
             if problem:
                 return problem
@@ -933,11 +968,8 @@ def _unknown_keys(cfg: DictConfig, cls: type, prefix: str = "") -> str | None:
 
 def _raw(cfg: DictConfig, key: str) -> str:
     """A value as written, without resolving interpolations (they may be what failed)."""
-    node: Any = cfg
     try:
-        for part in key.split("."):
-            node = node._get_node(part)
-        return show(node._value())
+        return show(raw_value(cfg, key))
     except Exception:
         return "?"
 
