@@ -17,16 +17,14 @@ class NotAGrid(Exception):
 def sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]] | None:
     """The overrides of every job of the sweep these arguments start, in the order it runs them; None when
     they start a single run (no -m and no experiment in MULTIRUN mode)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
 
-    from svdbench.settings.arguments import CONFIG_NAME, _compose
+    from svdbench.settings.arguments import CONF_DIR, CONFIG_NAME
+    from svdbench.settings.hydra_api import BasicSweeper, compose_aside, parse_override
 
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
+    parsed = [parse_override(arg) for arg in overrides]
     plain = [o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]
-    config = _compose(CONFIG_NAME, [line for line in plain if line is not None])
+    config = compose_aside(str(CONF_DIR), CONFIG_NAME, [line for line in plain if line is not None])
     mode = config.hydra.get("mode")
     if not multirun and mode != RunMode.MULTIRUN and str(mode) != "MULTIRUN":
         return None
@@ -40,7 +38,7 @@ def sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]] | None:
         )
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     try:
-        batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *overrides]), None)
+        batches = BasicSweeper.split_arguments([parse_override(arg) for arg in [*params, *overrides]], None)
     except Exception as exc:
         raise NotAGrid(f"the sweep's jobs cannot be listed: {exc}") from None
     return [list(job) for batch in batches for job in batch]
