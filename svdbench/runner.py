@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from svdbench.measure import compile_cache
 from svdbench.measure.energy import EnergyMeter, cost
 from svdbench.measure.flops import RunFlops, config_flops, device_peak_tflops, rate, utilization
 from svdbench.measure.machine import MachineState, MachineWatch
@@ -254,7 +255,8 @@ class Bench:
     def cold_call(self) -> CallTiming:
         """The first call (compilation, lazy initialisation): the end of the time to the first video."""
         release_freed_memory()
-        _, cold = self.tracked("cold call")
+        with compile_cache.watch(self.cfg.opt, self.result.startup):  # torch.compile's caches: hit, miss or off
+            _, cold = self.tracked("cold call")
         startup = self.result.startup
         self.result.latency.cold_s = startup.cold_call_s = cold.total_s
         parts = (startup.build_s, startup.placement_s, startup.optimize_s, startup.cold_call_s)
