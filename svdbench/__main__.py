@@ -15,12 +15,11 @@ import warnings
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from svdbench.settings.arguments import SCHEMA_MATCH
 from svdbench.settings.config import SWEEP_ENV, ConfigError, register_configs, to_run_config
+from svdbench.settings.hydra_api import SCHEMA_MATCH, VERSION_BASE, HydraConfig
 
 # Only Hydra and the settings are imported up here, so that a bad command line is refused in half a second;
 # torch and everything that measures or writes come in once the settings are known to be good.
@@ -28,7 +27,7 @@ register_configs()
 warnings.filterwarnings("ignore", message=SCHEMA_MATCH, category=UserWarning)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(config_path="../conf", config_name="config", **VERSION_BASE)
 def main(composed: DictConfig) -> tuple[float, float] | None:
     from svdbench.record.results import RunResult, now_iso
     from svdbench.record.rundir import write_record

@@ -17,6 +17,7 @@ from svdbench.record.results import RunResult
 from svdbench.record.rundir import write_record
 from svdbench.runner import run
 from svdbench.settings.config import RunConfig, register_configs, to_run_config
+from svdbench.settings.hydra_api import VERSION_BASE
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -27,7 +28,7 @@ register_configs()
 
 
 def compose_config(*overrides: str):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         return compose(config_name="config", overrides=list(overrides))
 
 

@@ -32,6 +32,12 @@ def test_default_run_end_to_end(tmp_path):
     assert result["memory"]["host_peak_gib"] > result["memory"]["host_before_gib"] > 0
     assert "random weights" in " ".join(result["notes"]).lower()
     assert "measured 3/3" in proc.stderr  # progress was shown
+    # No library warnings on a default run: the CLIP processor needs no torchvision (svdbench/pipeline/__init__.py),
+    # and version_base is what the installed Hydra wants (svdbench/settings/hydra_api.py).
+    for noise in ("torchvision", "MigrationWarning", "version_base", "deprecated", "UserWarning"):
+        assert noise not in proc.stderr, noise
+    assert proc.stdout == ""  # the log goes to stderr (conf/hydra/job_logging/svdbench.yaml) ...
+    assert "measured call 1:" in (run_dir / "__main__.log").read_text()  # ... and to the run's log file
 
 
 def test_offload_on_cpu_is_recorded_as_unsupported(tmp_path):
@@ -133,6 +139,8 @@ def test_help_names_svdbench_and_lists_every_setting(tmp_path):
     assert out.startswith("svdbench: what Stable Video Diffusion costs") and "__main__" not in out
     assert "python -m svdbench model=xt model.weights=random opt=compile" in out
     assert "python -m svdbench -m opt=none,chunking,offload" in out
+    for sibling in ("plan", "compare", "metrics", "replay"):  # the other commands, one line each
+        assert len([line for line in out.splitlines() if f"python -m svdbench.{sibling} " in line]) == 1, sibling
     assert "model: small, svd, tiny, xt" in out  # the groups, from Hydra ($APP_CONFIG_GROUPS)
     assert (
         "  cond.motion_bucket_id: int = 127 (from 0 up to 255)\n      Amount of motion the model is conditioned" in out

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from svdbench.settings.arguments import check_command_line, job_problem, unknown_setting
 from svdbench.settings.config import MAX_MEASURED_CALLS, ConfigError, lookup, settings, to_run_config
+from svdbench.settings.hydra_api import VERSION_BASE
 
 from .conftest import CONF_DIR, REPO, offline_env, run_cli, typed_config
 
@@ -203,7 +204,7 @@ def test_every_combination_of_presets_composes_to_the_values_it_had():
         g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in PRESETS
     }, "a preset was added or removed: add what it changes to PRESETS"
     combos = list(itertools.product(*[[(g, o) for o in PRESETS[g]] for g in PRESETS]))
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         for combo in combos:
             cfg = compose(config_name="config", overrides=[f"{g}={o}" for g, o in combo])
             expected = dict(DEFAULTS)
@@ -219,7 +220,7 @@ def test_every_combination_of_presets_composes_to_the_values_it_had():
 def test_experiments_compose_to_their_sweeps(experiment, model):
     default_model, changes, params = EXPERIMENTS[experiment]
     overrides = [f"experiment={experiment}"] + ([f"model={model}"] if model else [])
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         cfg = compose(config_name="config", overrides=overrides)
         hydra_cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True).hydra
     expected = DEFAULTS | PRESETS["model"][model or default_model] | changes
@@ -237,7 +238,7 @@ def test_every_experiment_composes_with_every_model():
 
 @pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")))
 def test_every_launcher_composes(launcher):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_
 
@@ -332,7 +333,7 @@ def _config_docs():
 def test_docs_and_help_are_generated_from_the_schema(tmp_path, monkeypatch, capsys):
     docs = _config_docs()
     assert docs.main(["--check"]) == 0, (
-        "docs/config.md or conf/config.yaml's help is stale: python scripts/config_docs.py"
+        "docs/config.md or conf/hydra/help/svdbench.yaml is stale: python scripts/config_docs.py"
     )
     text = (REPO / "docs" / "config.md").read_text()
     for info in settings():
@@ -344,6 +345,16 @@ def test_docs_and_help_are_generated_from_the_schema(tmp_path, monkeypatch, caps
     monkeypatch.setattr(docs, "DOCS", stale)
     assert docs.main(["--check"]) == 1
     assert "config.md is out of date" in capsys.readouterr().err
+    # The help lives in Hydra's help group, selected by conf/config.yaml, not in config.yaml itself.
+    help_yaml = REPO / "conf" / "hydra" / "help" / "svdbench.yaml"
+    assert docs.HELP_YAML == help_yaml and "override hydra/help: svdbench" in (CONF_DIR / "config.yaml").read_text()
+    assert "template:" not in (CONF_DIR / "config.yaml").read_text()
+    stale_help = tmp_path / "svdbench.yaml"
+    stale_help.write_text(help_yaml.read_text().replace("Amount of motion", "Amount of emotion"))
+    monkeypatch.setattr(docs, "HELP_YAML", stale_help)
+    assert docs.main(["--check"]) == 1
+    assert "svdbench.yaml is out of date" in capsys.readouterr().err
+    assert docs.main([]) == 0 and stale_help.read_text() == help_yaml.read_text()  # and written again
 
 
 def test_the_check_script_runs_as_a_command():
@@ -549,7 +560,7 @@ def test_job_problem_leaves_a_running_hydra_as_it_was():
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import JobRuntime
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="the_sweep"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE, job_name="the_sweep"):
         running = GlobalHydra.instance()
         hydra_object = running.hydra
         assert job_problem(["cond.motion_bucket_id=300"]).startswith("cond.motion_bucket_id=300 is invalid")

@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -37,6 +36,7 @@ from svdbench.record.identity import config_hash
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult, now_iso
 from svdbench.record.rundir import set_aside, write_record
 from svdbench.settings.config import SWEEP_ENV, RunConfig
+from svdbench.settings.hydra_api import HydraConfig
 from svdbench.sweep import budget
 
 log = logging.getLogger("svdbench.sweep.jobs")
