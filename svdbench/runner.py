@@ -24,7 +24,7 @@ from svdbench.measure.flops import RunFlops, config_flops, device_peak_tflops, r
 from svdbench.measure.machine import MachineState, MachineWatch
 from svdbench.measure.memory import GIB, MemoryPeak, MemoryTracker, release_freed_memory
 from svdbench.measure.profile import profile_call
-from svdbench.measure.timing import CallProbe, CallTiming, Clock, Stats, enough
+from svdbench.measure.timing import CallProbe, CallTiming, Clock, enough, summarize_calls
 from svdbench.media.image import InputImageError, conditioning_image
 from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
@@ -42,7 +42,7 @@ from svdbench.plan import try_predict
 from svdbench.quality.samples import generate as generate_samples
 from svdbench.record.identity import config_hash, frames_hash
 from svdbench.record.ranks import merge as merge_ranks
-from svdbench.record.results import CompileCheck, ExtraCall, Latency, Phases, RunResult, Steps, Throughput, now_iso
+from svdbench.record.results import CompileCheck, ExtraCall, RunResult, now_iso
 from svdbench.settings.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ class Bench:
         cfg, result = self.cfg, self.result
         result.memory = calls.peak
         result.applied = inspect_pipeline(self.pipe)  # again: some effects (DeepCache's) show only in use
-        result.latency, result.phases, result.steps, result.throughput = summarize(
+        result.latency, result.phases, result.steps, result.throughput = summarize_calls(
             cold, calls.timings, cfg, result.latency.warmup_s
         )
         phases = {name: [w[name] for w in calls.windows if name in w] for name in ("denoising", "decode")}
@@ -473,47 +473,3 @@ def flop_report(
         return report, ["FLOPs are those of the full UNet; DeepCache skips blocks, so no TFLOP/s or MFU."]
     achieved = utilization(flops, result.phases.denoising_s, result.median_s, peak, source)
     return RunFlops(call=flops, utilization=achieved), []
-
-
-def summarize(
-    cold: CallTiming, measured: list[CallTiming], cfg: RunConfig, warmup_s: list[float] | None = None
-) -> tuple[Latency, Phases, Steps, Throughput]:
-    """Latency, phases, steps and throughput of the measured calls."""
-    totals = [t.total_s for t in measured]
-    stats = Stats.of(totals)
-    compiling = cfg.opt.compile.unet or cfg.opt.compile.vae
-    latency = Latency(
-        cold_s=cold.total_s,
-        warmup_s=list(warmup_s or []),
-        calls_s=totals,
-        stats=stats,
-        compile_overhead_s=cold.total_s - stats.median if compiling else None,
-        stopped_because=enough(totals, cfg.bench),
-    )
-
-    def median(values: list[float]) -> float:
-        return float(np.median(values))
-
-    phases = Phases(
-        conditioning_s=median([t.conditioning_s for t in measured]),
-        denoising_s=median([t.denoising_s for t in measured]),
-        decode_s=median([t.decode_s for t in measured]),
-        other_s=median([t.other_s for t in measured]),
-        coverage=median([(t.total_s - t.other_s) / t.total_s for t in measured]),
-    )
-    all_steps = [s for t in measured for s in t.steps_s]
-    step_stats = Stats.of(all_steps)
-    steps = Steps(
-        per_call_s=[t.steps_s for t in measured],
-        s_per_step=step_stats.median,
-        it_per_s=1.0 / step_stats.median,
-        stats=step_stats,
-    )
-    per_call, shape = stats.median, CallShape.of(cfg)
-    throughput = Throughput(
-        frames_per_s=shape.frames / per_call,
-        s_per_video=shape.per_video(per_call),
-        s_per_call=per_call,
-        videos_per_hour=3600.0 / shape.per_video(per_call),
-    )
-    return latency, phases, steps, throughput

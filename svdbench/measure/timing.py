@@ -20,9 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from svdbench.settings.config import BenchConfig
+from svdbench.pipeline.call import CallShape
+from svdbench.settings.config import BenchConfig, RunConfig
 
 
 class Clock:
@@ -292,3 +294,110 @@ def enough(calls_s: list[float], bench: BenchConfig) -> str | None:
     if n >= bench.repeats:
         return "bench.min_seconds" if n > bench.repeats and bench.min_seconds > 0 else f"bench.repeats: {n} calls"
     return None
+
+
+@dataclass
+class Latency:
+    """Whole-call seconds. `cold_s` is the first call (compilation, lazy init); `stats` the measured calls."""
+
+    cold_s: float | None = None
+    warmup_s: list[float] = field(default_factory=list)
+    calls_s: list[float] = field(default_factory=list)
+    stats: Stats | None = None
+    compile_overhead_s: float | None = None  # cold minus the median measured call, when compiling
+    # Why the measured loop stopped where it did: "bench.repeats" (the count asked for), "bench.min_seconds",
+    # a "bench.target_rel_width" sentence (the median's interval narrow enough), or the runner's cap.
+    stopped_because: str | None = None
+
+
+@dataclass
+class Phases:
+    """Median seconds per phase over the measured calls; `coverage` = phases' sum / total."""
+
+    conditioning_s: float
+    denoising_s: float
+    decode_s: float
+    other_s: float
+    coverage: float
+
+
+@dataclass
+class Steps:
+    """Denoising steps of every measured call (all N, the first included)."""
+
+    per_call_s: list[list[float]]
+    s_per_step: float  # median over all steps of all measured calls
+    it_per_s: float
+    stats: Stats
+
+
+@dataclass
+class Throughput:
+    """Medians over the measured calls; a call generates `batch_size` videos (RunResult.batch_size)."""
+
+    frames_per_s: float  # frames of all videos of a call / seconds per call
+    s_per_video: float  # seconds per call / batch size
+    s_per_call: float | None = None  # None in results written before batches existed (then = s_per_video)
+    videos_per_hour: float | None = None
+
+
+@dataclass
+class Startup:
+    """Seconds from nothing to the first video. time_to_first_video_s = build_s + placement_s + optimize_s +
+    cold_call_s: what a user waits after a cold start, before any video exists."""
+
+    build_s: float | None = None  # building the pipeline: reading a checkpoint, or initialising the architecture
+    placement_s: float | None = None  # moving it to the device, or installing offload hooks
+    optimize_s: float | None = None  # the rest of the mode's setup (chunking, caching, quantization, compile wrapping)
+    cold_call_s: float | None = None  # the first call (compilation happens here)
+    time_to_first_video_s: float | None = None
+    source: str = ""  # what was built: the checkpoint directory read, or the architecture initialised
+    # torch.compile's caches (svdbench's cache directory): "hit" (the cold call's compiled graphs came from them),
+    # "miss" (compiled and stored), "off" (nothing compiled); with the cold call's compile share (0-1, the cold
+    # call minus the median measured call, over the cold call).
+    compile_cache: str | None = None
+    compile_share: float | None = None
+
+
+def summarize_calls(
+    cold: CallTiming, measured: list[CallTiming], cfg: RunConfig, warmup_s: list[float] | None = None
+) -> tuple[Latency, Phases, Steps, Throughput]:
+    """Latency, phases, steps and throughput of the measured calls."""
+    totals = [t.total_s for t in measured]
+    stats = Stats.of(totals)
+    compiling = cfg.opt.compile.unet or cfg.opt.compile.vae
+    latency = Latency(
+        cold_s=cold.total_s,
+        warmup_s=list(warmup_s or []),
+        calls_s=totals,
+        stats=stats,
+        compile_overhead_s=cold.total_s - stats.median if compiling else None,
+        stopped_because=enough(totals, cfg.bench),
+    )
+
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
+    phases = Phases(
+        conditioning_s=median([t.conditioning_s for t in measured]),
+        denoising_s=median([t.denoising_s for t in measured]),
+        decode_s=median([t.decode_s for t in measured]),
+        other_s=median([t.other_s for t in measured]),
+        coverage=median([(t.total_s - t.other_s) / t.total_s for t in measured]),
+    )
+    all_steps = [s for t in measured for s in t.steps_s]
+    step_stats = Stats.of(all_steps)
+    steps = Steps(
+        per_call_s=[t.steps_s for t in measured],
+        s_per_step=step_stats.median,
+        it_per_s=1.0 / step_stats.median,
+        stats=step_stats,
+    )
+    per_call, shape = stats.median, CallShape.of(cfg)
+    throughput = Throughput(
+        frames_per_s=shape.frames / per_call,
+        s_per_video=shape.per_video(per_call),
+        s_per_call=per_call,
+        videos_per_hour=3600.0 / shape.per_video(per_call),
+    )
+    return latency, phases, steps, throughput

@@ -24,7 +24,7 @@ from svdbench.measure.energy import Cost, Energy
 from svdbench.measure.flops import RunFlops, from_schema_3
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.profile import Profile
-from svdbench.measure.timing import Stats
+from svdbench.measure.timing import Latency, Phases, Startup, Steps, Throughput
 from svdbench.pipeline.parallel import RankShare
 from svdbench.quality.records import QualitySamples
 from svdbench.record.identity import Environment, Provenance
@@ -44,69 +44,6 @@ class ResultsError(ValueError):
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Latency:
-    """Whole-call seconds. `cold_s` is the first call (compilation, lazy init); `stats` the measured calls."""
-
-    cold_s: float | None = None
-    warmup_s: list[float] = field(default_factory=list)
-    calls_s: list[float] = field(default_factory=list)
-    stats: Stats | None = None
-    compile_overhead_s: float | None = None  # cold minus the median measured call, when compiling
-    # Why the measured loop stopped where it did: "bench.repeats" (the count asked for), "bench.min_seconds",
-    # a "bench.target_rel_width" sentence (the median's interval narrow enough), or the runner's cap.
-    stopped_because: str | None = None
-
-
-@dataclass
-class Phases:
-    """Median seconds per phase over the measured calls; `coverage` = phases' sum / total."""
-
-    conditioning_s: float
-    denoising_s: float
-    decode_s: float
-    other_s: float
-    coverage: float
-
-
-@dataclass
-class Steps:
-    """Denoising steps of every measured call (all N, the first included)."""
-
-    per_call_s: list[list[float]]
-    s_per_step: float  # median over all steps of all measured calls
-    it_per_s: float
-    stats: Stats
-
-
-@dataclass
-class Throughput:
-    """Medians over the measured calls; a call generates `batch_size` videos (RunResult.batch_size)."""
-
-    frames_per_s: float  # frames of all videos of a call / seconds per call
-    s_per_video: float  # seconds per call / batch size
-    s_per_call: float | None = None  # None in results written before batches existed (then = s_per_video)
-    videos_per_hour: float | None = None
-
-
-@dataclass
-class Startup:
-    """Seconds from nothing to the first video. time_to_first_video_s = build_s + placement_s + optimize_s +
-    cold_call_s: what a user waits after a cold start, before any video exists."""
-
-    build_s: float | None = None  # building the pipeline: reading a checkpoint, or initialising the architecture
-    placement_s: float | None = None  # moving it to the device, or installing offload hooks
-    optimize_s: float | None = None  # the rest of the mode's setup (chunking, caching, quantization, compile wrapping)
-    cold_call_s: float | None = None  # the first call (compilation happens here)
-    time_to_first_video_s: float | None = None
-    source: str = ""  # what was built: the checkpoint directory read, or the architecture initialised
-    # torch.compile's caches (svdbench's cache directory): "hit" (the cold call's compiled graphs came from them),
-    # "miss" (compiled and stored), "off" (nothing compiled); with the cold call's compile share (0-1, the cold
-    # call minus the median measured call, over the cold call).
-    compile_cache: str | None = None
-    compile_share: float | None = None
 
 
 @dataclass
