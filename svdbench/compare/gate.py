@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from svdbench.pipeline.call import decode_frames
 from svdbench.settings.config import OptConfig
 
 LOSSLESS, FAITHFUL, LOSSY, UNKNOWN = "lossless", "faithful", "lossy", "unknown"
@@ -90,10 +91,11 @@ REASONS = {
 
 
 def _chunks(value: int | None, num_frames: int | None) -> int | None:
-    """decode_chunk_size as the decoder sees it: None (all frames at once) for null or >= num_frames."""
-    if value is None or (num_frames and value >= num_frames):
-        return None
-    return value
+    """The frames the decoder takes at a time (svdbench.pipeline.call.decode_frames), None for a whole video."""
+    if not num_frames:
+        return value
+    chunk = decode_frames(value, num_frames)
+    return None if chunk == num_frames else chunk
 
 
 def expectation(
