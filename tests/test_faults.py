@@ -37,7 +37,7 @@ def no_traceback(proc: subprocess.CompletedProcess) -> bool:
         ("model=xtt", "Available options in 'model'"),
         ("opt=compil", "Available options in 'opt'"),
         ("cond.motion=3", "Did you mean `cond.motion_bucket_id`?"),
-        ("bench.repeat=5", "Settings at `bench`: min_seconds, progress, repeats, second_input, warmup."),
+        ("bench.repeat=5", "Did you mean `bench.repeats`?"),
         ("stepz=5", "Settings at the top level:"),
         ("num_inference_steps=0", "at least 1 denoising step"),
         ("height=100", "multiple of 64"),

@@ -223,13 +223,13 @@ def test_every_reader_names_the_bad_file_and_what_is_wrong(finished_run, tmp_pat
     (bad / ".hydra" / "overrides.yaml").write_text("[]\n")
     assert replay.main([str(bad)]) == 2
     assert problem in capsys.readouterr().err
-    # compare skips it with a warning naming it, and compares the rest
+    # compare lists it as an unreadable job with a warning naming it, and compares the rest
     good = tmp_path / "sweep" / "0"
     good.mkdir()
     (good / "results.json").write_bytes((finished_run / "results.json").read_bytes())
     # (in this process: the command line of compare is tested in test_sweep.py; here, what it makes of the file)
     assert compare_main([str(tmp_path / "sweep")]) == 0
-    skipped = [r.getMessage() for r in caplog.records if "Skipping a job" in r.getMessage()]
+    skipped = [r.getMessage() for r in caplog.records if "Unreadable job" in r.getMessage()]
     assert len(skipped) == 1 and str(bad / "results.json") in skipped[0] and problem in skipped[0]
     assert not any(r.exc_info for r in caplog.records) and "Traceback" not in capsys.readouterr().err
     (good / "results.json").unlink()

@@ -81,6 +81,9 @@ def check_free(directory: Path, kind: str, purpose: str, how: str) -> bool:
             f"write there. Remove the link or make its target, or {how}.",
         )
     if not directory.exists():
+        unusable = unusable_location(directory)
+        if unusable:
+            raise DirectoryTaken(errno.ENOTDIR, f"Cannot create the directory {directory}: {unusable}: {how}.")
         return False
     if not directory.is_dir():
         raise DirectoryTaken(
@@ -95,6 +98,8 @@ def check_free(directory: Path, kind: str, purpose: str, how: str) -> bool:
     marker = read_marker(directory)
     if marker is not None and marker.get("kind") == kind and marker.get("purpose") == purpose:
         return True
+    if marker is None and os.path.lexists(directory / MARKER):
+        names = [MARKER, *names]  # a marker svdbench cannot read is not svdbench's proof of anything
     if not names and marker is None:
         return False
     if marker is not None:

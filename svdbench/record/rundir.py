@@ -75,18 +75,23 @@ def nearest_existing(path: Path) -> Path:
 RUN_PURPOSE = "a run"
 
 
-def check_file_size_limit(needed: dict[str, int]) -> None:
-    """OutputLocationError when this process may not write files as large as a run writes (ulimit -f)."""
+# The largest file of a run's record itself: Hydra's settings (.hydra/hydra.yaml), results.json. Under a
+# file-size limit (ulimit -f) below this, the record could not be written; above it, a larger artifact that
+# does not fit (video, frames) is listed in file_errors and the measurement is kept.
+RECORD_FILE_BYTES = 64 * 1024
+
+
+def check_file_size_limit() -> None:
+    """OutputLocationError when this process may not write even the run's record (ulimit -f)."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    largest = max([*needed.values(), 2**20])
-    if soft != resource.RLIM_INFINITY and soft < largest:
+    if soft != resource.RLIM_INFINITY and soft < RECORD_FILE_BYTES:
         raise OutputLocationError(
-            f"This process may write files of at most {soft / 1024:.0f} KiB (the file-size limit, ulimit -f), and a "
-            f"run writes files of up to about {largest / 2**20:.1f} MiB (its settings, log, results and video), so "
-            "it would stop half-way with files cut short. Raise the limit (ulimit -f unlimited) or leave out the "
-            "largest files (save_frames=false, metrics.pictures=false)."
+            f"This process may write files of at most {soft / 1024:.0f} KiB (the file-size limit, ulimit -f), and "
+            f"a run's own record (its settings in .hydra/, results.json) needs files of up to "
+            f"{RECORD_FILE_BYTES // 1024} KiB, so it would stop half-way with files cut short. Raise the limit "
+            "(ulimit -f unlimited, or at least the size of the video and frames the run writes)."
         )
 
 
@@ -126,7 +131,7 @@ def check_output_location(path: Path, needed: dict[str, int]) -> None:
             f"{total / 2**20:.1f} MiB needed ({parts}). Free some space, write elsewhere with {where}, or leave out "
             "the largest files (save_frames=false, metrics.pictures=false, logger=none)."
         )
-    check_file_size_limit(needed)
+    check_file_size_limit()
     if stats.f_files and stats.f_favail < INODES_NEEDED:
         raise OutputLocationError(
             f"No room for the run's files in {existing}: the file system has {stats.f_favail} free inodes (file "

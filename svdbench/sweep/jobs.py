@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from svdbench.files.atomic import DirectoryBusy, DirectoryLock
-from svdbench.files.ownership import is_job_of
+from svdbench.files.ownership import is_job_of, job_purpose, mark, read_marker
 from svdbench.files.read import find_records
 from svdbench.record.identity import config_hash
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult, now_iso
@@ -63,6 +63,8 @@ def sweep_job(cfg: RunConfig, run_dir: Path, overrides: list[str], sweep: str) -
     """One job of a multirun: skipped if already complete, else run in its own process (or here)."""
     from svdbench.runner import run
 
+    if read_marker(run_dir) is None:  # a launcher that gives each job its own process made this directory
+        mark(run_dir, "run", job_purpose(sweep))
     digest = config_hash(cfg)
     previous, why = previous_result(run_dir, digest)
     if previous is not None and not cfg.sweep.redo:
