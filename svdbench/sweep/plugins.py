@@ -249,8 +249,3 @@ def register_plugins() -> None:
     sys.modules[PLUGIN_MODULE] = sys.modules[__name__]
     plugins.register(SweepSweeper)
     plugins.register(SweepLauncher)
-    from svdbench.sweep.ray import RaySweepLauncher  # hydra/launcher=ray (Ray itself is imported only there)
-
-    RaySweepLauncher.__module__ = PLUGIN_MODULE
-    setattr(sys.modules[PLUGIN_MODULE], RaySweepLauncher.__name__, RaySweepLauncher)
-    plugins.register(RaySweepLauncher)
