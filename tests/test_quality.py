@@ -136,3 +136,30 @@ def test_pair_scores_of_identical_and_shifted():
     moved = pair_scores(still, video, with_vmaf=False)
     assert moved.motion_ratio is not None and moved.motion_ratio < 0.2
     assert moved.tof is not None and moved.tof > 1.0  # the baseline pans 2 px per frame, the job stands still
+
+
+def test_unreadable_samples_are_a_reason(tmp_path):
+    video = moving_video()
+    base = write_samples(tmp_path / "base", {("a", 0): video})
+    job = write_samples(tmp_path / "job", {("a", 0): video})
+    (tmp_path / "job" / "samples.npz").write_bytes(b"not a zip archive")
+    judged = compare_samples(tmp_path / "job", job, tmp_path / "base", base, threshold=30.0)
+    assert judged.verdict is None and "cannot be read" in judged.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["quality.images=2"], "set both"),
+        (["quality.seeds=2"], "set both"),
+        (["quality.images=9", "quality.seeds=1"], "more than the built-in set"),
+        (["quality.images=/no/such/folder", "quality.seeds=1"], "neither a number of images"),
+        (["quality.images=2", "quality.seeds=-1"], "quality.seeds"),
+    ],
+)
+def test_bad_quality_settings_are_refused(tmp_path, overrides, message):
+    from .conftest import run_cli
+
+    proc = run_cli(tmp_path, *overrides, "logger=none", "hydra.run.dir=run")
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from svdbench.compare import gate
+from svdbench.compare import gate, samples
 from svdbench.files.atomic import atomic_path
+from svdbench.files.ownership import is_job_of
+from svdbench.files.read import FRAMES_MAX_BYTES, UnreadableFile, find_records, load_npz_array, read_text
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.timing import Stats
+from svdbench.quality.verdict import INCONCLUSIVE
 from svdbench.record.identity import is_presentation
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
 from svdbench.settings.config import GATE_MIN_PSNR_DB, ConfigError, RunConfig, lookup, settings, show
@@ -45,7 +49,9 @@ class Job:
     label: str = ""
     baseline: Job | None = field(default=None, repr=False)
     verdict: gate.Verdict | None = None  # against the baseline (assign_verdicts)
+    quality: Any = None  # its quality samples against the baseline's (svdbench.compare.samples), if both made some
     config_notes: list[str] = field(default_factory=list)  # how the settings were read, where not plainly
+    unreadable: str = ""  # why the job's record cannot be read (its result is then a stand-in with that reason)
 
     @property
     def ok(self) -> bool:
@@ -66,27 +72,29 @@ class Job:
         """Video 0 of the job (frames x H x W x 3): what its baseline's video is compared with. A batch's
         frames.npz holds every video (batch x frames x H x W x 3); video 0 has the job's own seed."""
         path = self.directory / "frames.npz"
-        if not path.is_file():
+        if not os.path.lexists(path):  # anything else by that name is read, and refused with its reason
             return None
-        frames = np.load(path)["frames"]
+        frames = load_npz_array(path, "frames", FRAMES_MAX_BYTES)  # UnreadableFile: the verdict's reason
         return frames[0] if frames.ndim == 5 else frames
 
 
 def load_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job under `sweep_dir` (earlier attempts set aside in previous-N/ excluded); a job whose files
-    cannot be read is skipped with a warning that names the file and the problem."""
+    """Every job under `sweep_dir` (earlier attempts set aside in previous-N/, and directories the sweep did not
+    make, excluded: svdbench.files.ownership.is_job_of); a job whose files cannot be read is kept as an
+    unreadable job (its row says why) and warned about."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise CompareError(f"{sweep_dir} is not a directory. Pass a sweep directory (outputs/sweeps/<date>/<time>).")
     jobs, skipped = [], []
-    paths = [p for p in sweep_dir.rglob(RESULTS_FILE) if not _set_aside(p, sweep_dir)]
+    paths = [p for p in find_records(sweep_dir, RESULTS_FILE) if is_job_of(p.parent, sweep_dir)]
     for path in sorted(paths, key=lambda p: _job_order(p.parent, sweep_dir)):
         try:
             jobs.append(load_job(path.parent, sweep_dir))
-        except (ResultsError, CompareError) as exc:
-            log.warning("Skipping a job: %s", exc)
+        except (ResultsError, CompareError, UnreadableFile) as exc:
+            log.warning("Unreadable job: %s", exc)
             skipped.append(str(exc))
-    if not jobs:
+            jobs.append(unreadable_job(path.parent, sweep_dir, str(exc)))
+    if all(job.unreadable for job in jobs):
         found = f" ({len(skipped)} unreadable: {'; '.join(skipped)[:600]})" if skipped else ""
         raise CompareError(
             f"No readable {RESULTS_FILE} found under {sweep_dir}{found}. Point svdbench.compare at the directory of "
@@ -95,11 +103,24 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     return jobs
 
 
+def job_count(jobs: list[Job]) -> str:
+    """ "9 jobs (6 unreadable)": how many jobs a comparison holds, the unreadable ones counted apart."""
+    unreadable = sum(1 for job in jobs if job.unreadable)
+    return f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}" + (f" ({unreadable} unreadable)" if unreadable else "")
+
+
+def unreadable_job(job_dir: Path, sweep_dir: Path, why: str) -> Job:
+    """A stand-in for a job whose record cannot be read: a row with the reason, never a baseline, never judged."""
+    name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else job_dir.name
+    result = RunResult(status="error", reason=f"unreadable: {why}")
+    return Job(directory=job_dir, name=name, overrides={}, config=from_values({}), result=result, unreadable=why)
+
+
 def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     result = RunResult.load(job_dir)
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     try:
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = yaml.safe_load(read_text(overrides_file)) if os.path.lexists(overrides_file) else []
     except Exception as exc:  # YAML errors
         raise CompareError(f"{overrides_file} cannot be read ({type(exc).__name__}: {exc}).") from None
     if not isinstance(overrides, list):
@@ -222,7 +243,7 @@ def assign_baselines(jobs: list[Job], baseline: str, ignored: tuple[str, ...] = 
         candidates = [
             b
             for b in jobs
-            if _matches(value_at(b.config, key), wanted)
+            if not b.unreadable and _matches(value_at(b.config, key), wanted)
             if _identity(b, group, ignored) == _identity(job, group, ignored)
         ]
         if candidates:
@@ -325,7 +346,9 @@ def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline:
             baseline_dtype=(base.result.dtype or base.config.dtype) if base is not None else None,
         )
         unknown = None
-        if not job.ok:
+        if job.unreadable:
+            unknown = f"its record cannot be read ({job.unreadable})"
+        elif not job.ok:
             unknown = f"the job did not finish ({job.result.status})"
         elif base is None:
             unknown = f"no baseline job ({baseline} with the same other settings) in the comparison"
@@ -334,7 +357,13 @@ def assign_verdicts(jobs: list[Job], min_psnr_db: float | None = None, baseline:
         if unknown or base is None:
             job.verdict = gate.judge(None, None, threshold, expected, unknown or "no baseline")
         else:
-            job.verdict = gate.judge(job.frames(), baseline_frames(base), threshold, expected, reasons=reasons)
+            try:
+                job.verdict = gate.judge(job.frames(), baseline_frames(base), threshold, expected, reasons=reasons)
+            except UnreadableFile as exc:  # a frames.npz cut short, without the array, not a regular file
+                job.verdict = gate.judge(None, None, threshold, expected, f"frames cannot be read: {exc}")
+            judged = samples.judge(job, base, threshold, expected, reasons)  # a set of samples, where both made one
+            if judged is not None:
+                job.verdict, job.quality = judged
 
 
 # ----------------------------------------------------------------------------------------------- the table
@@ -366,7 +395,10 @@ FOLDED = {
     "speedup": ("speedup_low", "speedup_high", "speedup_interval"),
     "memory_saved_gib": ("memory_saved_low_gib", "memory_saved_high_gib", "memory_saved_interval"),
     "verdict": ("expected_verdict", "gate", "verdict_note"),
+    **samples.FOLDED,
 }
+# Verdicts whose reason the table shows: why there is none, and how many samples would decide.
+NOTED_VERDICTS = (gate.UNKNOWN, INCONCLUSIVE)
 FOLDED_INTO = {part: key for key, parts in FOLDED.items() for part in parts}
 
 
@@ -381,7 +413,7 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
         result = job.result
         stats = result.latency.stats
         row.update(
-            status=result.status,
+            status="unreadable" if job.unreadable else result.status,
             latency_s=job.latency,
             latency_ci95_low=stats.ci95_low if stats else None,
             latency_ci95_high=stats.ci95_high if stats else None,
@@ -399,6 +431,9 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
             row["batch_size"] = result.batch_size
         if batches:
             row["videos_per_hour"] = result.throughput.videos_per_hour if result.throughput else None
+        if "num_inference_steps" in sweep_keys:  # fewer steps leave the VAE decode a larger share of each call
+            phases = result.phases
+            row["decode_share"] = phases.decode_s / job.latency if phases is not None and job.latency else None
         for metric in FLICKER_COLUMNS:
             row[metric] = job.metric(metric)
         row["baseline"] = base.name if base is not None else None
@@ -427,13 +462,15 @@ def rows(jobs: list[Job], sweep_keys: list[str]) -> list[dict[str, Any]]:
         row["verdict"] = verdict.verdict if verdict is not None else None
         row["expected_verdict"] = verdict.expected if verdict is not None else None
         row["gate"] = _gate_cell(verdict)
-        row["verdict_note"] = verdict.reason if verdict is not None and verdict.verdict == gate.UNKNOWN else ""
+        row["verdict_note"] = verdict.reason if verdict is not None and verdict.verdict in NOTED_VERDICTS else ""
+        row.update(samples.cells(job))
         row["reason"] = result.reason or ""
         table.append(row)
     for key in OPTIONAL_COLUMNS:
         if all(row.get(key) is None for row in table):
             for row in table:
                 row.pop(key, None)
+    samples.drop_empty(table)
     return table
 
 
@@ -473,6 +510,8 @@ def cell_text(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key == "job":
         return _fmt(value) + (f" {MARK_WARNING}" if row.get("warnings") else "")
+    if key in samples.COLUMNS:
+        return samples.cell(row, key)
     if key == "latency_s" and value is not None and row.get("latency_ci95_low") is not None:
         return f"{value:.4g} ({row['latency_ci95_low']:.4g}-{row['latency_ci95_high']:.4g})"
     if key == "speedup" and value is not None:
@@ -483,8 +522,8 @@ def cell_text(row: dict[str, Any], key: str) -> str:
     if key == "verdict" and value:
         if row.get("gate") == "fail":
             return f"{value} {MARK_FAIL} (meant to be {row['expected_verdict']})"
-        if value == gate.UNKNOWN and row.get("verdict_note"):
-            return f"unknown: {row['verdict_note']}"
+        if value in NOTED_VERDICTS and row.get("verdict_note"):
+            return f"{value}: {row['verdict_note']}"
         return str(value)
     return _fmt(value)
 
@@ -530,6 +569,7 @@ def table_notes(jobs: list[Job], table: list[dict[str, Any]]) -> list[str]:
             f"{MARK_FAIL} = worse than the mode is meant to be (python -m svdbench.compare --gate fails on it); "
             "max_diff_levels = largest |difference| of the uint8 frames."
         )
+    notes += samples.notes(jobs)
     if any(job.result.weights == "random" for job in jobs):
         notes.append(
             "Random weights make frames noise: the verdict measures numerical deviation; perceptual quality needs "

@@ -14,7 +14,17 @@ from typing import Any
 
 import yaml
 
-from svdbench.compare.jobs import Job, cell_text, job_label, pareto_front, shown_columns, swept_keys, table_notes
+from svdbench.compare import samples
+from svdbench.compare.jobs import (
+    Job,
+    cell_text,
+    job_count,
+    job_label,
+    pareto_front,
+    shown_columns,
+    swept_keys,
+    table_notes,
+)
 from svdbench.metrics.definitions import HIGHER, LOWER, METRICS
 from svdbench.record.report import (
     ARROWS,
@@ -176,10 +186,13 @@ def write_sweep_report(
         environments.setdefault(repr(rows_), {"rows": rows_, "jobs": []})["jobs"].append(job.name)
     html = render(
         "sweep.html.j2",
-        title=f"svdbench sweep: {sweep_dir.resolve().name} ({len(jobs)} jobs)",
+        title=f"svdbench sweep: {sweep_dir.resolve().name} ({job_count(jobs)})",
         sweep_dir=str(sweep_dir.resolve()),
         baseline=baseline,
-        statuses=sorted(Counter(job.result.status for job in jobs).items(), key=lambda kv: (kv[0] != "ok", kv[0])),
+        statuses=sorted(
+            Counter("unreadable" if job.unreadable else job.result.status for job in jobs).items(),
+            key=lambda kv: (kv[0] != "ok", kv[0]),
+        ),
         columns=[column(key) for key in shown],
         notes=table_notes(jobs, table),
         rows=rows,
@@ -192,5 +205,6 @@ def write_sweep_report(
         command=sweep_command(sweep_dir, jobs),
         cwd=next((j.result.provenance.cwd for j in jobs if j.result.provenance), ""),
         wandb=wandb_sync([sweep_dir, *(j.directory for j in jobs)], out),
+        quality=samples.grids(jobs),  # each job's quality samples beside its baseline's
     )
     Path(path).write_text(html, encoding="utf-8")

@@ -49,7 +49,7 @@ class Estimate:
         return f"{self.mean:.{digits}g} ({self.lo:.{digits}g} to {self.hi:.{digits}g}, n={self.n})"
 
 
-def bootstrap_mean(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
+def bootstrap_mean(values: Sequence[float | None], resamples: int = RESAMPLES, seed: int = SEED) -> Estimate:
     """Mean of `values` (finite ones; None and NaN are left out) and its percentile bootstrap interval."""
     data = np.asarray([float(v) for v in values if v is not None and math.isfinite(float(v))], dtype=np.float64)
     n = int(data.size)

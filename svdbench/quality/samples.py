@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdbench.files.read import load_npz_array
 from svdbench.media.video import to_uint8
 from svdbench.metrics import compute_suite
 from svdbench.quality.images import QualityImagesError, image_set
@@ -89,9 +90,10 @@ def store(spool: Path, artifact: Callable) -> None:
 
 
 def load_sample(run_dir: Path, key: str) -> np.ndarray | None:
-    """One sample's frames (T x H x W x 3 uint8) from a run directory's samples.npz; None if absent."""
+    """One sample's frames (T x H x W x 3 uint8) from a run directory's samples.npz; None if the run has no
+    samples.npz. Read as a regular file under a size cap: svdbench.files.read.UnreadableFile if it is cut short,
+    is no archive or lacks the sample."""
     path = Path(run_dir) / SAMPLES_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    with np.load(path) as archive:
-        return archive[key] if key in archive.files else None
+    return load_npz_array(path, key)

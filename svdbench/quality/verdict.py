@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdbench.files.read import UnreadableFile
 from svdbench.quality.bootstrap import METHOD as BOOTSTRAP_METHOD
 from svdbench.quality.bootstrap import Estimate, bootstrap_mean, samples_needed
 from svdbench.quality.paired import PAIRED, PairScores, pair_scores
@@ -89,7 +90,10 @@ def compare_samples(
         )
     per_sample: list[dict] = []
     for sample, base_sample in pairs:
-        frames, base_frames = load_sample(job_dir, sample.key), load_sample(base_dir, base_sample.key)
+        try:
+            frames, base_frames = load_sample(job_dir, sample.key), load_sample(base_dir, base_sample.key)
+        except UnreadableFile as exc:
+            return QualityVerdict(None, min_psnr_db=threshold, reason=f"quality samples cannot be read: {exc}")
         if frames is None or base_frames is None or frames.shape != base_frames.shape:
             continue
         row: dict = {"image": sample.image, "seed": sample.seed, "key": sample.key}
