@@ -238,9 +238,24 @@ def test_every_experiment_composes_with_every_model():
 
 @pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")))
 def test_every_launcher_composes(launcher):
+    """Each launcher preset composes to a class Hydra can instantiate: a Launcher (svdbench's own under Hydra's
+    basic name, submitit's for local and slurm)."""
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
+    from svdbench.sweep.plugins import register_plugins
+
+    register_plugins()  # makes hydra_plugins.svdbench importable, as python -m svdbench does
     with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
-    assert cfg.hydra.launcher._target_
+    target = str(cfg.hydra.launcher._target_)
+    expected = {
+        "basic": "hydra_plugins.svdbench.SweepLauncher",
+        "local": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        "slurm": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    }
+    assert target == expected.get(launcher, target)
+    assert issubclass(get_class(target), Launcher), target
 
 
 def test_groups_cover_the_documented_options():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -74,17 +73,17 @@ def test_pretrained_loader_reads_a_saved_pipeline_back(tmp_path):
 
 
 def test_missing_pretrained_weights_fail_fast_naming_the_ways_forward(tmp_path):
-    start = time.monotonic()
     proc = run_cli(tmp_path, "hydra.run.dir=run", "model=xt")
-    elapsed = time.monotonic() - start
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1
-    assert elapsed < 30  # includes interpreter start-up; the weight check itself is instant
+    # Fails fast: before any pipeline call (no cold call, no measured call; how fast is tests/benchmarks' business).
+    assert "cold call" not in output and "measured" not in output
     assert "stabilityai/stable-video-diffusion-img2vid-xt" in output
     assert "hf download" in output and "model.path=" in output and "model.weights=random" in output
     assert "Traceback" not in output
     result = read_json(tmp_path / "run" / "results.json")
     assert result["status"] == "error" and "not in the Hugging Face cache" in result["reason"]
+    assert result["latency"]["calls_s"] == [] and result["latency"].get("cold_s") is None
 
 
 def test_incomplete_checkpoint_directory_names_the_missing_component(tmp_path):

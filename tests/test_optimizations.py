@@ -27,7 +27,7 @@ from svdbench.pipeline.optimizations import (
     inspect_pipeline,
 )
 from svdbench.settings.arguments import check_command_line
-from svdbench.settings.config import ConfigError, GroupOffloadConfig, OptConfig
+from svdbench.settings.config import ConfigError, GroupOffloadConfig, OptConfig, lookup
 
 from .conftest import CONF_DIR, run_tiny, typed_config
 
@@ -129,12 +129,21 @@ def test_forbidden_combinations_are_rejected_at_compose_time(overrides, message)
 
 def test_model_offload_and_group_offload_cannot_be_asked_for_together():
     """diffusers refuses model/sequential offload on a group-offloaded pipeline; opt.offload is one choice,
-    so the combination cannot be written, and a list is refused by the schema."""
+    so the combination cannot be written: a list is refused by the schema, and a second mode given on top of
+    a preset replaces the preset's (one mode, the last given), whichever way round."""
     problem = check_command_line(["opt.offload=[model,group]"])
     assert problem is not None
     assert problem.startswith(
         "opt.offload=[model,group] is not valid: opt.offload takes one of none, model, sequential"
     )
+    assert check_command_line(["opt=group_offload", "opt.offload=model"]) is None
+    on_top = typed_config("opt=group_offload", "opt.offload=model").opt
+    assert (
+        on_top.offload == "model"
+        and on_top.needs_accelerator == "opt.offload=model moves weights between host and accelerator memory"
+    )
+    assert typed_config("opt=offload", "opt.offload=group").opt.offload == "group"
+    assert lookup("opt.offload").meta["choices"] == ("none", "model", "sequential", "group")  # no combined value
 
 
 # -------------------------------------------------------------------- what needs which device (real runs)
