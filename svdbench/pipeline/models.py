@@ -111,9 +111,9 @@ def materialize(module: nn.Module, device: torch.device, dtype: torch.dtype) -> 
     kaiming_uniform_(a=sqrt(5)) draws), norms' weights 1 and biases 0, Embeddings variance 1, anything else
     (CLIP's class embedding, learned mixing factors) standard deviation 0.02. The seed comes from the global
     RNG, which the caller seeds (weights_seed): the same seed gives the same weights. On a CPU each tensor has
-    its own numpy SFC64 generator (seeded from that seed and the tensor's index, so threads may fill tensors in
-    parallel and the result stays the same); on other devices one torch generator on the device fills them in
-    order.
+    its own numpy SFC64 bit generator, seeded from that seed and the tensor's index (23 random bits per value),
+    so threads may fill tensors in parallel and the result stays the same; on other devices one torch
+    generator on the device fills them in order.
     """
     device = torch.device(device)
     base = int(torch.randint(0, 2**62, (1,)).item())  # from the caller's seeded global RNG
@@ -163,24 +163,28 @@ FILL_CHUNK = 1 << 18  # elements per draw: 1 MiB of float32, scaled while it is 
 
 
 def _fill_on_cpu(fills: list[tuple[int, torch.Tensor, float]], base: int) -> None:
-    """U(-bound, bound) into each tensor from its own generator (numpy's SFC64, several times faster than
-    torch's CPU generator), the largest tensors first, on as many threads as torch uses."""
+    """U(-bound, bound) into each tensor from its own generator (numpy's SFC64 raw bits, several times faster
+    than torch's CPU generator), the largest tensors first, on as many threads as torch uses."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
     def fill(item: tuple[int, torch.Tensor, float]) -> None:
         index, tensor, bound = item
-        generator = np.random.Generator(np.random.SFC64(np.random.SeedSequence([base, index])))
+        bits = np.random.SFC64(np.random.SeedSequence([base, index]))
         flat = tensor.view(-1)
         direct = tensor.dtype == torch.float32
-        scratch = np.empty(min(FILL_CHUNK, flat.numel()), dtype=np.float32)
+        scratch = np.empty(min(FILL_CHUNK, flat.numel()), dtype=np.uint32)
         for start in range(0, flat.numel(), FILL_CHUNK):
             part = flat[start : start + FILL_CHUNK]
-            drawn = part.numpy() if direct else scratch[: part.numel()]
-            generator.random(out=drawn, dtype=np.float32)
+            n = part.numel()
+            words = part.numpy().view(np.uint32) if direct else scratch[:n]
+            # 23 random mantissa bits under the exponent of 1.0: uniform in [1, 2), then scaled to [-bound, bound)
+            np.right_shift(bits.random_raw((n + 1) // 2).view(np.uint32)[:n], 9, out=words)
+            np.bitwise_or(words, 0x3F800000, out=words)
+            drawn = words.view(np.float32)
             np.multiply(drawn, 2 * bound, out=drawn)  # numpy's ufuncs: no thread pool of their own
-            np.subtract(drawn, bound, out=drawn)
+            np.subtract(drawn, 3 * bound, out=drawn)
             if not direct:
                 part.copy_(torch.from_numpy(drawn))
 
