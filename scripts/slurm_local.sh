@@ -2,9 +2,9 @@
 # A single-node SLURM on this machine, for testing `hydra/launcher=slurm` for real (tests/test_slurm.py) and for
 # trying svdbench's SLURM path without a cluster. Needs root and Debian's packages:
 #   apt-get install -y slurm-wlm munge
-# Usage:  scripts/slurm_local.sh start [DIR]   writes DIR/slurm.conf (default /tmp/svdbench-slurm), starts munged,
+# Usage:  bash scripts/slurm_local.sh start [DIR]   writes DIR/slurm.conf (default /tmp/svdbench-slurm), starts munged,
 #                                              slurmctld and slurmd, and waits until the node is idle
-#         scripts/slurm_local.sh stop [DIR]    stops the daemons it started
+#         bash scripts/slurm_local.sh stop [DIR]    stops the daemons it started
 # Then:   export SLURM_CONF=DIR/slurm.conf      (sbatch, squeue and submitit read it from there)
 # One node named localhost with this machine's cores, no cgroups (proctrack/linuxproc), no accounting.
 set -euo pipefail

@@ -70,7 +70,10 @@ def _slurm_env(tmp_path_factory) -> dict[str, str] | None:
         return None
     folder = tmp_path_factory.mktemp("slurm")
     started = subprocess.run(
-        [str(REPO / "scripts" / "slurm_local.sh"), "start", str(folder)], capture_output=True, text=True, timeout=120
+        ["bash", str(REPO / "scripts" / "slurm_local.sh"), "start", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if started.returncode != 0:
         pytest.fail(f"scripts/slurm_local.sh could not start SLURM: {started.stderr}")
