@@ -19,10 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-try:  # svdbench's cache directory (SVDBENCH_CACHE_DIR), moving to svdbench.files.cache
-    from svdbench.files.cache import cache_dir
-except ImportError:  # pragma: no cover - before that move
-    from svdbench.measure.flops import cache_dir  # type: ignore[attr-defined,no-redef]
+from svdbench.files.cache import cache_dir
 
 SUBDIR = "torch-compile"
 # dynamo's metric of the time spent compiling a frame (tracing, AOT autograd, Inductor, cache loads included).

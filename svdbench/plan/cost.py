@@ -44,8 +44,9 @@ CPU_VAE_COMPILE_S = 9.0
 QUANTIZE_S = 10.0
 # Random weights built on a GPU: not measured; assumed 5 s (each tensor filled once on the device).
 GPU_RANDOM_BUILD_S = 5.0
-# Random weights built on this CPU: bytes of weights filled per second, measured with svdbench.pipeline.models on
-# the 2-core development VM (SVD-XT, fp32, 8.4 GB of weights).
+# Random weights built on this CPU: bytes of weights filled per second. svdbench.pipeline.models filled SVD-XT's
+# 9.0 GB (fp32) in 10.4 s of CPU time on the 2-core development VM, about 1.7 GB/s over its two cores; 1.5 GB/s
+# leaves room for building the modules themselves.
 CPU_FILL_BYTES_PER_S = 1.5e9
 # Reading a checkpoint (pretrained weights): assumed 1 GB/s from disk or the page cache, then a copy to the GPU.
 READ_BYTES_PER_S = 1e9

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from svdbench.plan.cost import JobEstimate, corrected, on_this_machine
 from svdbench.record.identity import config_hash
@@ -79,7 +80,10 @@ def before_job(cfg: RunConfig, sweep: str, estimator=machine_estimate) -> Verdic
     budget = cfg.sweep.budget_s
     if budget is None:
         return Verdict(None, None)
-    spending = _SWEEPS.setdefault(sweep, Spending(budget))
+    spending = _SWEEPS.get(sweep)
+    if spending is None:
+        spending = _SWEEPS[sweep] = Spending(budget)
+        announce(sweep, budget, estimator)
     spending.budget_s = budget
     try:
         estimate = estimator(cfg)
@@ -95,7 +99,7 @@ def before_job(cfg: RunConfig, sweep: str, estimator=machine_estimate) -> Verdic
     seconds, ratio = corrected(estimate.seconds, spending.finished)
     log.info(
         "Budget: %.0f s of sweep.budget_s=%g s left; this job is estimated at %.0f s on %s (%.0f s x %.2f).",
-        left,
+        max(left, 0.0),
         budget,
         seconds,
         estimate.device,
@@ -112,6 +116,37 @@ def before_job(cfg: RunConfig, sweep: str, estimator=machine_estimate) -> Verdic
         log.warning("%s", reason)
         return Verdict(skipped_result(cfg, reason), estimate.seconds)
     return Verdict(None, estimate.seconds)
+
+
+def announce(sweep: str, budget: float, estimator=machine_estimate) -> float | None:
+    """Before the first job: the estimate of every job of the sweep (from the sweep's multirun.yaml, which
+    Hydra writes before the first job starts) and their total, in the log; the total, or None if the sweep's
+    jobs cannot be read back."""
+    from omegaconf import OmegaConf
+
+    from svdbench.plan.sweep_plan import sweep_jobs
+    from svdbench.settings.arguments import run_config
+
+    try:
+        saved = OmegaConf.load(Path(sweep) / "multirun.yaml")
+        jobs = sweep_jobs([str(o) for o in saved.hydra.overrides.task], multirun=True) or []
+        estimates = [estimator(run_config(job)) for job in jobs]
+    except Exception as exc:  # the announcement is a courtesy: the budget is checked job by job regardless
+        log.warning("Budget: the sweep's total estimate could not be made (%s: %s).", type(exc).__name__, exc)
+        return None
+    for job, estimate in zip(jobs, estimates):
+        shown = f"{estimate.seconds:.0f} s" if estimate.seconds is not None else f"not priced ({estimate.reason})"
+        log.info("Budget: estimate of %s: %s", " ".join(job), shown)
+    total = sum(e.seconds for e in estimates if e.seconds is not None)
+    log.info(
+        "Budget: %d jobs estimated at %.0f s in all on %s, against sweep.budget_s=%g s%s.",
+        len(jobs),
+        total,
+        estimates[0].device if estimates else "this machine",
+        budget,
+        "" if total <= budget else "; the jobs that do not fit when they are due will be skipped (run again for them)",
+    )
+    return total
 
 
 def after_job(cfg: RunConfig, sweep: str, verdict: Verdict, actual_s: float, status: str) -> None:
