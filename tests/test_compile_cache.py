@@ -29,8 +29,19 @@ def test_the_caches_go_under_svdbenchs_cache_directory(tmp_path, monkeypatch):
     assert inductor_config.fx_graph_cache and functorch_config.enable_autograd_cache
 
 
+def test_inductors_own_default_is_not_taken_for_the_users_choice(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    cache_dir()  # what an import of torch._inductor can do: it writes its /tmp default into the variable
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == os.path.abspath(default_cache_dir())
+    assert compile_cache.persist(tmp_path) == tmp_path / "torch-compile" / "inductor"
+
+
 def test_a_directory_the_user_set_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine-triton"))
     assert compile_cache.persist(tmp_path / "svdbench") == tmp_path / "mine"
 
 

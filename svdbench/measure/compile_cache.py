@@ -38,9 +38,16 @@ def persist(root: Path | None = None) -> Path:
     already does, and turn them on. Call before anything compiles; returns Inductor's cache directory."""
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    from torch._inductor.utils import clear_caches
 
     root = (root or cache_dir()) / SUBDIR
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # Inductor writes its /tmp default into the variable the first time anything asks for its directory (an
+    # import can): that is not the user's choice.
+    if given is None or os.path.abspath(given) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
+        clear_caches()  # paths Inductor may have memoized under the old directory
     os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
     inductor_config.fx_graph_cache = True
     inductor_config.autotune_local_cache = True
