@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from svdbench.compare import gate
 from svdbench.pipeline.guidance import limit_guidance
 from svdbench.pipeline.models import build_random_pipeline
+from svdbench.settings.config import OptConfig
 
 STEPS = 3
 
@@ -81,3 +83,7 @@ def test_no_guidance_at_all_from_step_zero():
     generate(pipe)
     assert seen == [1] * STEPS
 
+
+def test_the_gate_expects_it_lossy():
+    verdict, reasons = gate.expectation(OptConfig(guidance_until_step=5))
+    assert verdict == gate.LOSSY and any("guidance" in r for r in reasons)
