@@ -335,7 +335,7 @@ class Bench:
                 self.pipe, self.call, self.device, self.cfg.profile, self.result.notes
             )
 
-    def quality(self, calls: MeasuredCalls) -> np.ndarray:
+    def videos_and_metrics(self, calls: MeasuredCalls) -> np.ndarray:
         """The last measured call's frames (uint8, batch x T x H x W x 3), their hash and quality metrics."""
         cfg, result = self.cfg, self.result
         assert calls.frames is not None
@@ -375,7 +375,7 @@ def _measure(cfg: RunConfig, result: RunResult, measurement: Measurement) -> np.
     bench.predict_memory()
     bench.check_compiled()
     bench.profile()
-    videos = bench.quality(calls)
+    videos = bench.videos_and_metrics(calls)
     if cfg.quality.enabled:  # after everything measured, never timed: one video per image x seed
         result.quality, measurement.samples = generate_samples(cfg, bench.call)
     return videos
