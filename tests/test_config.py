@@ -619,3 +619,18 @@ def test_invalid_value_on_the_command_line_fails_fast_without_traceback(tmp_path
     assert "Building" not in proc.stderr + proc.stdout  # no model was built
     assert not (tmp_path / "run").exists()  # nothing written
     assert elapsed < 60
+
+
+def test_the_readmes_options_table_lists_every_preset():
+    """README.md's "Choosing what to run" table names every option of every group (conf/<group>/*.yaml)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| group | options | what |") :].split("\n\n")[0]
+    rows = {
+        match.group(1): set(re.findall(r"`([\w-]+)`", match.group(2)))
+        for match in re.finditer(r"^\| `(\w+)=` \| (.*?) \|", table, re.MULTILINE)
+    }
+    for group in ("model", "opt", "cond", "logger", "experiment"):
+        presets = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+        assert presets - rows[group] == set(), f"README.md's options table lacks {group}={presets - rows[group]}"

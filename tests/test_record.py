@@ -141,3 +141,16 @@ def test_compare_tolerates_float_noise_in_metrics_but_not_changes():
     changed = replay.compare(old, _result(2.0, 0.3))
     assert changed["differs"] == ["metrics"] and changed["metrics_differing"] == {"warp_error": [0.25, 0.3]}
     assert replay.compare(old, new)["latency_median_ratio"] == 2.0
+
+
+def test_plain_json_is_what_results_and_metrics_write():
+    """One helper for both (svdbench.files.plain): JSON has no NaN or infinity, and json cannot write numpy."""
+    import json
+
+    import numpy as np
+
+    from svdbench.files.plain import plain_json
+
+    value = {"a": [np.float32(1.5), float("nan"), np.int64(3), np.bool_(True), -float("inf"), (1, 2)], "b": "x"}
+    assert plain_json(value) == {"a": [1.5, None, 3, True, None, [1, 2]], "b": "x"}
+    assert json.loads(json.dumps(plain_json(value), allow_nan=False)) == plain_json(value)

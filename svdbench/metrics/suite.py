@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from svdbench.files.plain import plain_json
 from svdbench.metrics import flow
 from svdbench.metrics.fidelity import psnr, ssim
 from svdbench.pipeline.call import decode_frames
@@ -139,19 +140,6 @@ def _flow_pairs(small: np.ndarray, factor: int) -> tuple[list[flow.PairFlow], li
     return pairs, loop_scores
 
 
-def _finite(value):
-    """Plain JSON: numpy scalars to Python, NaN and inf to None."""
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _mean(values: Sequence[float] | np.ndarray) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -203,7 +191,7 @@ def compute_suite(
         "first_frame_psnr": None if reference is None else psnr(frames[0], reference),
         "first_frame_ssim": None if reference is None else ssim(frames[0], reference),
     }
-    return {key: _finite(value) for key, value in result.items()}
+    return {key: plain_json(value) for key, value in result.items()}
 
 
 def fit_reference(reference: np.ndarray, height: int, width: int) -> np.ndarray:

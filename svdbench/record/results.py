@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from svdbench.files.atomic import write_json_atomic
+from svdbench.files.plain import plain_json
 from svdbench.measure.energy import Cost, Energy
 from svdbench.measure.flops import RunFlops, from_schema_3
 from svdbench.measure.memory import MemoryPeak
@@ -139,7 +140,7 @@ class RunResult:
         return "device allocated" if self.memory.device_max_allocated_gib is not None else "host resident"
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(dataclasses.asdict(self))
+        return plain_json(dataclasses.asdict(self))
 
     def save(self, run_dir: Path) -> Path:
         """Write results.json atomically: a reader sees the previous complete file or this one."""
@@ -196,17 +197,6 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
         batch = data.get("batch_size", 1)
         data["flops"] = from_schema_3(flops, batch if isinstance(batch, int) and batch >= 1 else 1)
     return data
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity; such numbers are written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _typed(kind: Any, value: Any, where: str) -> Any:
