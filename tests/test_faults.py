@@ -86,6 +86,9 @@ def test_fp16_on_cpu_works_and_says_it_is_slow(tmp_path):
     result = read_json(tmp_path / "run" / "results.json")
     assert proc.returncode == 0 and result["status"] == "ok" and result["dtype"] == "fp16"
     assert any("fp16 on a CPU" in note for note in result["notes"])
+    # Also on the console, before the first call (not only in the record read after the run).
+    warned, first_call = proc.stderr.find("fp16 on a CPU"), proc.stderr.find("cold call")
+    assert -1 < warned < first_call, proc.stderr[-2000:]
 
 
 def _limit_memory():

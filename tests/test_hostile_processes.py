@@ -91,7 +91,7 @@ def test_a_resume_refuses_a_live_job_naming_its_pid(tmp_path, capsys):
             wait_for_live_job(tmp_path, wait_s=0.5)
         assert caught.value.code == 2
         err = capsys.readouterr().err
-        assert f"pid {holder.pid}" in err and "kill" in err and err.count("\n") == 1
+        assert f"pid {holder.pid}" in err and f"kill {holder.pid}" in err and err.count("\n") == 1
     finally:
         holder.kill()
         holder.wait()

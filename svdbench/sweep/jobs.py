@@ -29,7 +29,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from svdbench.files.atomic import DirectoryBusy, DirectoryLock
+from svdbench.files.atomic import LOCK_FILE, DirectoryBusy, DirectoryLock
 from svdbench.files.ownership import is_job_of, job_purpose, mark, read_marker
 from svdbench.files.read import find_records
 from svdbench.record.identity import config_hash
@@ -125,11 +125,18 @@ def wait_for_live_job(run_dir: Path, wait_s: float = LIVE_JOB_WAIT_S) -> None:
         try:
             DirectoryLock(run_dir).acquire().release()
             return
-        except DirectoryBusy as exc:
+        except DirectoryBusy:
             if time.monotonic() >= deadline:
+                try:
+                    holder = (Path(run_dir) / LOCK_FILE).read_text(errors="replace").strip()[:300]
+                except OSError:
+                    holder = ""
+                pid = holder.split(",")[0].removeprefix("pid ").strip() if holder.startswith("pid ") else "PID"
                 print(
-                    f"error: {exc.strerror} This sweep stopped rather than run a job beside it (both timings would "
-                    "be wrong): wait for that process to end, or end it (kill PID), then re-run this command.",
+                    f"error: {run_dir}, a job of this sweep, is still being run by another svdbench process "
+                    f"({holder or 'its pid unknown'}). This sweep stopped rather than run a job beside it (both "
+                    f"timings would be wrong): wait for that process to end, or end it (kill {pid}), then run this "
+                    "command again.",
                     file=sys.stderr,
                 )
                 sys.exit(2)
