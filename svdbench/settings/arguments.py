@@ -138,7 +138,7 @@ def _problem(overrides: list[str], multirun: bool, config_name: str, job: bool =
     if problem:
         return problem
     for override in parsed:
-        problem = _group_problem(override)
+        problem = _output_dir_problem(override) or _group_problem(override)
         if problem:
             return problem
     sweeps = [o for o in parsed if o.is_sweep_override()]
@@ -155,9 +155,23 @@ def _problem(overrides: list[str], multirun: bool, config_name: str, job: bool =
     with open_dict(cfg):
         del cfg["hydra"]
     try:
-        to_run_config(cfg)
+        run_cfg = to_run_config(cfg)
     except ConfigError as exc:
         return str(exc)
+    return _missing_package_problem(run_cfg)
+
+
+def _missing_package_problem(cfg: RunConfig) -> str | None:
+    """An optional package that a setting asks for by name and that is not installed: refused before the run,
+    since it would otherwise measure without it (energy.source=zeus: svdbench.measure.energy)."""
+    import importlib.util
+
+    if cfg.energy.source == "zeus" and importlib.util.find_spec("zeus") is None:
+        return (
+            "energy.source=zeus: Zeus is not installed, so the energy figures you asked for could not be measured. "
+            "Install it (pip install zeus), or use energy.source=auto (Zeus where installed, else NVML and RAPL "
+            "directly) or energy.source=nvml."
+        )
     return None
 
 
