@@ -27,6 +27,16 @@ FAST = ["num_inference_steps=2", "bench.warmup=0", "bench.repeats=1", "bench.pro
 register_configs()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`-m benchmark` runs in one process: pytest-benchmark measures nothing under xdist (addopts has -n 2)."""
+    import re
+
+    if re.search(r"(?<!not )\bbenchmark\b", config.option.markexpr or "") and hasattr(config.option, "numprocesses"):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+
+
 def compose_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         return compose(config_name="config", overrides=list(overrides))
