@@ -88,3 +88,19 @@ def test_a_module_that_is_not_a_command_says_so(tmp_path, module):
     assert proc.returncode == 2
     assert f"error: {module} is a module of svdbench, not a command" in proc.stderr
     assert "python -m svdbench.compare DIR [--gate]" in proc.stderr
+
+
+def test_the_list_of_commands_is_every_module_that_runs_as_one():
+    """COMMANDS (svdbench/__init__.py) names exactly the modules with a `__main__` block or a __main__.py: a new
+    command left out would refuse to run, a module left in would run silently."""
+    from pathlib import Path
+
+    import svdbench
+
+    root = Path(svdbench.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        if '__name__ == "__main__"' in path.read_text():
+            name = ".".join(("svdbench", *path.relative_to(root).with_suffix("").parts))
+            found.add(name.removesuffix(".__main__"))
+    assert found == set(svdbench.COMMANDS)
