@@ -11,7 +11,9 @@ from .conftest import FAST, run_cli
 
 pytestmark = pytest.mark.slow  # two tiny runs of 1 + 4 calls each, and the comparison: about a minute quiet
 
-SMALL = ["height=64", "width=64", "num_frames=4", "logger=none"]
+# Three steps: with two, guidance for the first step only changes the frames by under one level (the last Euler
+# step's prediction barely moves them), so the mode would be lossless there.
+SMALL = ["num_inference_steps=3", "height=64", "width=64", "num_frames=4", "logger=none"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_compare_judges_the_samples_with_intervals(sweep, tmp_path):
     jobs = {job["job"]: job for job in json.loads(proc.stdout)["jobs"]}
     base, limited = jobs["0"], jobs["1"]
     assert base["verdict"] == "baseline" and base["quality"] == {}
-    assert limited["expected"] == "lossy" and limited["verdict"] in ("lossy", "inconclusive", "faithful")
+    assert limited["expected"] == "lossy" and limited["verdict"] == "lossy" and limited["gate"] == "pass"
     for metric in ("vmaf", "psnr_db", "ssim", "tof", "motion_ratio"):
         estimate = limited["quality"][metric]
         assert estimate["n"] == 4, metric
