@@ -82,6 +82,7 @@ DEFAULTS = {
     "cost.usd_per_hour": None,
     "cost.usd_per_kwh": None,
     "gate.min_psnr_db": 50.4,
+    "opt.guidance_until_step": None,
     "quality.images": "0",
     "quality.seeds": 0,
     "opt.attention_backend": "auto",
@@ -158,6 +159,11 @@ EXPERIMENTS = {
     "batch": ("tiny", {}, {"batch_size": "1,2,4,8"}),
     "decode_chunks": ("tiny", {}, {"opt.decode_chunk_size": "1,2,4,8,null"}),
     "guide": ("xt", {}, {"opt": "none,compile,lowmem", "cond": "default,high_motion"}),
+    "steps_guidance": (
+        "tiny",
+        {},
+        {"num_inference_steps": "25,10,4", "max_guidance_scale": "3.0,1.0", "opt.guidance_until_step": "null,4,1"},
+    ),
     # sweep.flicker_limit was meant to be 0.05 (see conf/experiment/tradeoff.yaml), but conf/config.yaml restated
     # null after the experiment and won; with the defaults in the schema only, the experiment's value holds.
     "tradeoff": (
