@@ -26,13 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from svdbench.record.identity import config_hash
 from svdbench.record.results import ResultsError, RunResult, now_iso
 from svdbench.record.rundir import set_aside
 from svdbench.settings.config import to_run_config
+from svdbench.settings.hydra_api import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from svdbench.sweep.jobs import objectives, previous_result, run_in_child
 from svdbench.sweep.plugins import SweepLauncher, _job_problem
 
@@ -185,8 +185,7 @@ def _resources(ray: Any) -> str:
 def register() -> None:
     """Make RaySweepLauncher instantiable by Hydra as hydra_plugins.svdbench.RaySweepLauncher (conf/hydra/launcher/
     ray.yaml), beside the sweeper and launcher `register_plugins` registers; call after it."""
-    from hydra.core.plugins import Plugins
-
+    from svdbench.settings.hydra_api import Plugins
     from svdbench.sweep.plugins import PLUGIN_MODULE
 
     RaySweepLauncher.__module__ = PLUGIN_MODULE
