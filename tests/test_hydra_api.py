@@ -144,3 +144,22 @@ def test_hydra_warns_about_a_yaml_named_like_its_schema_as_svdbench_filters_it()
         with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
             compose("config", overrides=["hydra/launcher=basic"], return_hydra_config=True)
     assert any(re.match(hydra_api.SCHEMA_MATCH, str(w.message)) for w in caught)
+
+
+def test_no_other_module_uses_hydras_private_api():
+    """hydra.core and hydra._internal, Hydra's singletons and OmegaConf's raw nodes: only in hydra_api.py."""
+    import re
+
+    package = Path(hydra_api.__file__).resolve().parents[1]
+    private = re.compile(
+        r"^\s*(from|import)\s+hydra\.(core|_internal)\b|\bhydra\.(core|_internal)\.\w+\s*=[^=]"
+        r"|\bSingleton\._instances|\._get_node\(|\._value\(\)|\._is_none\(\)"
+    )
+    found = [
+        f"{path.relative_to(package.parent)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "hydra_api.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert found == [], "\n".join(found)
