@@ -163,3 +163,29 @@ def test_bad_quality_settings_are_refused(tmp_path, overrides, message):
     proc = run_cli(tmp_path, *overrides, "logger=none", "hydra.run.dir=run")
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_failing_sample_keeps_the_ones_before(tmp_path):
+    """The pipeline call is a stand-in here: an out-of-memory error on demand cannot be made real on this CPU."""
+    from svdbench.quality.samples import generate
+
+    from .conftest import typed_config
+
+    cfg = typed_config("quality.images=1", "quality.seeds=2", "height=64", "width=64", "num_frames=3")
+    calls = []
+
+    def call(picture, seed):
+        calls.append((picture.size, seed))
+        if len(calls) == 2:
+            raise MemoryError("out of memory (stand-in)")
+        return np.full((1, 3, 64, 64, 3), 0.5, dtype=np.float32)
+
+    record, spool = generate(cfg, call)
+    try:
+        assert calls == [((64, 64), 42), ((64, 64), 43)]
+        assert [s.key for s in record.samples] == ["astronaut_42"]
+        assert "stopped after 1 sample(s): MemoryError" in record.error
+        with np.load(spool) as archive:
+            assert archive.files == ["astronaut_42"] and archive["astronaut_42"].shape == (3, 64, 64, 3)
+    finally:
+        spool.unlink()

@@ -39,7 +39,8 @@ def add_array(archive: Path, name: str, array: np.ndarray) -> None:
 def generate(cfg: RunConfig, call: Callable[..., np.ndarray]) -> tuple[QualitySamples, Path | None]:
     """Every image x seed of cfg.quality through `call(picture, seed)` (the run's pipeline call, returning its
     batch's frames as floats in [0, 1]); returns the records and the spooled samples.npz (None if no sample was
-    made). Images that cannot be read are recorded as `error`, not raised: the measurement before them stands."""
+    made). Images that cannot be read, or a sample that fails (out of memory, NaN frames), are recorded as `error`,
+    not raised: the measurement before them, and the samples already made, stand."""
     started = time.perf_counter()
     seeds = [cfg.seed + k for k in range(cfg.quality.seeds)]
     record = QualitySamples(images=cfg.quality.images, seeds=seeds, method=METHOD)
@@ -65,11 +66,17 @@ def generate(cfg: RunConfig, call: Callable[..., np.ndarray]) -> tuple[QualitySa
                 metrics = {name: suite.get(name) for name in SAMPLE_METRICS}
                 record.samples.append(QualitySample(image=image_name, seed=seed, key=key, metrics=metrics))
                 del video
-    except BaseException:
+    except Exception as exc:  # out of memory, NaN frames...: the samples made so far and the measurement stand
+        record.error = f"stopped after {len(record.samples)} sample(s): {type(exc).__name__}: {str(exc)[:300]}"
+        log.warning("Quality samples %s", record.error)
+    except BaseException:  # Ctrl-C: nothing half-made is kept
         spool.unlink(missing_ok=True)
         raise
     record.seconds = time.perf_counter() - started
-    return record, spool if record.samples else None
+    if not record.samples:
+        spool.unlink(missing_ok=True)
+        return record, None
+    return record, spool
 
 
 METHOD = (
