@@ -63,12 +63,15 @@ DEFAULTS = {
     "bench.warmup": 1,
     "bench.repeats": 3,
     "bench.min_seconds": 0.0,
+    "bench.max_calls": 1000,
+    "bench.target_rel_width": None,
     "bench.progress": True,
     "metrics.enabled": True,
     "metrics.paired_decode": True,
     "metrics.pictures": True,
     "sweep.isolate": True,
     "sweep.redo": False,
+    "sweep.budget_s": None,
     "sweep.flicker_limit": None,
     # Added after the single-source redesign (the profile of issue 18): new keys, new defaults.
     "profile.enabled": False,
@@ -109,6 +112,7 @@ DEFAULTS = {
     "device": "auto",
     "dtype": "auto",
     "save_frames": True,
+    "parallel": "none",
 }
 _SVD = {"model.weights": "pretrained", "model.variant": "fp16", "model.dtype": "fp16", "height": 576, "width": 1024}
 _SVD |= {"model.height": 576, "model.width": 1024}
@@ -252,6 +256,9 @@ def test_every_launcher_composes(launcher):
     from svdbench.sweep.plugins import register_plugins
 
     register_plugins()  # makes hydra_plugins.svdbench importable, as python -m svdbench does
+    from svdbench.sweep import ray as ray_launcher
+
+    ray_launcher.register()  # and its Ray launcher, as the entry does
     with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     target = str(cfg.hydra.launcher._target_)
@@ -426,7 +433,7 @@ def test_the_check_script_runs_as_a_command():
         ("seed=-1", "seed=-1 is invalid"),
         ("bench.min_seconds=inf", "bench.min_seconds=inf is invalid: it must be a finite number, from 0 up to 86400"),
         ("bench.min_seconds=100000", "bench.min_seconds=100000 is invalid: it must be from 0 up to 86400"),
-        ("bench.repeats=1001", f"the runner stops after {MAX_MEASURED_CALLS}"),
+        ("bench.max_calls=0", "it must be from 1 up to 1000000 (at least one measured call is needed"),
         ("min_guidance_scale=nan", "min_guidance_scale=nan is invalid: it must be a finite number, at least 1"),
         ("model.path=/some/dir", "model.path=/some/dir is given, but model.weights=random"),
         ("num_frames=1", "num_frames=1 with max_guidance_scale=3.0 fails inside diffusers"),
@@ -506,7 +513,7 @@ OPTIONS = "small, svd, tiny, xt"
         (
             ["bench.repeat=5"],
             "bench.repeat=5:",
-            "Settings at `bench`: min_seconds, progress, repeats, second_input, warmup.",
+            "Settings at `bench`: max_calls, min_seconds, progress, repeats, second_input, target_rel_width, warmup.",
         ),
         (["+experiment=guide"], "+experiment=guide:", "write experiment=guide"),
         (["+seed=3"], "+seed=3: `seed` is already a setting", "write seed=3"),
