@@ -4,13 +4,17 @@ and gives each its CUDA_VISIBLE_DEVICES, as it does on a GPU node."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONF_DIR, FAST, read_json, run_cli
+from tests.conftest import CONF_DIR, FAST, read_json, run_cli, start_cli, wait_for
 
 pytest.importorskip("ray")
 
@@ -104,3 +108,26 @@ def test_jobs_asking_for_more_gpus_than_ray_has_are_refused(tmp_path):
     assert proc.returncode == 2
     assert "remote.num_gpus=1" in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "sweep").glob("*/results.json"))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_and_running_jobs_record_it(tmp_path):
+    """SIGTERM to the sweep while its first two jobs run: both record `interrupted`, the two not started get an
+    `interrupted` record too, the sweep exits 130 without a traceback, and no job process is left behind."""
+    proc = start_cli(tmp_path, "-m", "seed=1,2,3,4", *RAY, *QUICK, "num_inference_steps=400", "hydra.sweep.dir=sweep")
+    try:
+        wait_for(lambda: len(list((tmp_path / "sweep").glob("*/__main__.log"))) >= 2, timeout=600)
+        time.sleep(5)  # the jobs are past their start
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    found = records(tmp_path / "sweep")
+    assert sorted(found) == ["0", "1", "2", "3"]
+    assert {r["status"] for r in found.values()} == {"interrupted"}, {k: r["status"] for k, r in found.items()}
+    assert any("before the job started" in (r["reason"] or "") for r in found.values())  # jobs 2 and 3
+    leftover = subprocess.run(["pgrep", "-f", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""

@@ -22,15 +22,17 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from svdbench.record.identity import config_hash
 from svdbench.record.results import ResultsError, RunResult, now_iso
-from svdbench.record.rundir import set_aside
+from svdbench.record.rundir import OVERRIDES_FILE, set_aside
 from svdbench.settings.config import to_run_config
 from svdbench.settings.hydra_api import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from svdbench.sweep.jobs import objectives, previous_result, run_in_child
@@ -69,7 +71,10 @@ class RaySweepLauncher(SweepLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started_here = not ray.is_initialized()
         if started_here:
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             ray.init(**{k: v for k, v in self.init.items() if v is not None})
+            for sig, handler in handlers.items():  # Ray's own SIGTERM handler aborts the process: keep svdbench's
+                signal.signal(sig, handler)
         try:
             self._check_resources(ray)
             task = ray.remote(**{k: v for k, v in self.remote.items() if v is not None})(_run_job)
@@ -108,7 +113,8 @@ class RaySweepLauncher(SweepLauncher):
         the rest, give the running ones time to record theirs, and stop the sweep."""
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # a short timeout: Python runs the SIGINT/SIGTERM handler between waits, not inside one
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
                     idx, overrides, run_dir, limit = pending.pop(ref)
                     result = _outcome(ray, ref, run_dir)
@@ -121,10 +127,12 @@ class RaySweepLauncher(SweepLauncher):
                 ray.cancel(ref)
             if pending:
                 ray.wait(list(pending), num_returns=len(pending), timeout=INTERRUPT_GRACE_S)
-            for idx, _, run_dir, _ in pending.values():
+            for idx, overrides, run_dir, _ in pending.values():
                 try:
                     RunResult.load(run_dir)
-                except ResultsError:
+                except ResultsError:  # a job that never started: its directory says what it was and why it is empty
+                    (run_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
+                    (run_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(overrides))
                     RunResult(status="interrupted", reason="Interrupted before the job started.").save(run_dir)
                 log.info("Job #%d interrupted (%s)", idx, run_dir)
             raise
