@@ -78,6 +78,7 @@ def _slurm_env(tmp_path_factory) -> dict[str, str] | None:
     if started.returncode != 0:
         pytest.fail(f"scripts/slurm_local.sh could not start SLURM: {started.stderr}")
     env["SLURM_CONF"] = str(folder / "slurm.conf")
+    env["SVDBENCH_TEST_SLURM_DIR"] = str(folder)  # started here: stopped after the tests
     return env
 
 
@@ -87,6 +88,9 @@ def slurm(tmp_path_factory):
     if env is None:
         pytest.skip("no SLURM here: install slurm-wlm and munge, and run as root (scripts/slurm_local.sh)")
     yield env
+    if "SVDBENCH_TEST_SLURM_DIR" in env:
+        script = str(REPO / "scripts" / "slurm_local.sh")
+        subprocess.run(["bash", script, "stop", env["SVDBENCH_TEST_SLURM_DIR"]], capture_output=True, timeout=60)
 
 
 @pytest.mark.slow
