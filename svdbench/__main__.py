@@ -53,10 +53,6 @@ def main(composed: DictConfig) -> tuple[float, float] | None:
         return sweep_job(cfg, run_dir, overrides, str(sweep))
     if _rank() != 0:  # torchrun's other ranks (parallel=cfg|data): rank 0's record holds their share
         sys.exit(0 if run(cfg).result.status == "ok" else 1)
-    if _rank() != 0:  # torchrun's other ranks (parallel=cfg|data): rank 0's record holds their share
-        sys.exit(0 if run(cfg).result.status == "ok" else 1)
-    if _rank() != 0:  # torchrun's other ranks (parallel=cfg|data): rank 0's record holds their share
-        sys.exit(0 if run(cfg).result.status == "ok" else 1)
     result = write_record(cfg, run_dir, run(cfg), overrides, sweep)
     if result.status == "interrupted":
         raise KeyboardInterrupt  # the record is written; stop here, and stop a sweep too
@@ -73,42 +69,6 @@ class Interrupted(KeyboardInterrupt):
 
 def _interrupt(signum, frame) -> None:
     raise Interrupted(f"signal {signum}")
-
-
-def _rank() -> int:
-    """This process's rank under torchrun (RANK), 0 otherwise."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def _scratch_run_dir() -> None:
-    """torchrun's ranks other than 0 write nothing: Hydra's directory (its lock, .hydra/, log) is a temporary
-    one, removed when the process ends."""
-    import atexit
-    import shutil
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="svdbench-rank-")
-    atexit.register(shutil.rmtree, scratch, True)
-    kept = [arg for arg in sys.argv[1:] if not arg.lstrip("+").startswith("hydra.run.dir=")]
-    sys.argv[1:] = [*kept, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
-
-
-def _rank() -> int:
-    """This process's rank under torchrun (RANK), 0 otherwise."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def _scratch_run_dir() -> None:
-    """torchrun's ranks other than 0 write nothing: Hydra's directory (its lock, .hydra/, log) is a temporary
-    one, removed when the process ends."""
-    import atexit
-    import shutil
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="svdbench-rank-")
-    atexit.register(shutil.rmtree, scratch, True)
-    kept = [arg for arg in sys.argv[1:] if not arg.lstrip("+").startswith("hydra.run.dir=")]
-    sys.argv[1:] = [*kept, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 
 
 def _rank() -> int:
@@ -150,10 +110,6 @@ def cli() -> None:
 
     register_plugins()
     register_ray_launcher()  # hydra/launcher=ray (Ray itself is imported only when a sweep uses it)
-    if _rank() != 0:
-        _scratch_run_dir()
-    if _rank() != 0:
-        _scratch_run_dir()
     if _rank() != 0:
         _scratch_run_dir()
     try:
