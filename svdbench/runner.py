@@ -29,7 +29,7 @@ from svdbench.media.image import InputImageError, conditioning_image
 from svdbench.media.video import BadFrames, to_uint8
 from svdbench.metrics import compute_suite, paired_chunk_psnr
 from svdbench.pipeline import parallel
-from svdbench.pipeline.call import CallShape, call_inputs, decode_chunk, decodes_in_chunks, video_seeds
+from svdbench.pipeline.call import CallShape, call_inputs, decode_chunk, decodes_in_chunks
 from svdbench.pipeline.models import TORCH_DTYPES, WeightsNotFound, build_pipeline, dtype_name
 from svdbench.pipeline.optimizations import (
     Unsupported,
@@ -105,20 +105,7 @@ def run(cfg: RunConfig) -> Measurement:
 
 
 def _run_alone(cfg: RunConfig) -> Measurement:
-    result = RunResult(
-        config_hash=config_hash(cfg),
-        model=cfg.model.name,
-        weights=cfg.model.weights,
-        opt=cfg.opt.name,
-        cond=cfg.cond.name,
-        num_frames=cfg.num_frames,
-        height=cfg.height,
-        width=cfg.width,
-        num_inference_steps=cfg.num_inference_steps,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        seeds=video_seeds(cfg),
-    )
+    result = RunResult.of(cfg)
     if cfg.model.weights == "random":
         result.notes.append(
             "Random weights: latency and memory are those of the real architecture, but the frames are "

@@ -73,9 +73,7 @@ def build_components(architecture: str, dtype: torch.dtype, device: torch.device
         }
     else:
         cuda_devices = (
-            [device.index if device.index is not None else torch.cuda.current_device()]
-            if device.type == "cuda"
-            else []
+            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         )
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(0 if seed is None else seed)

@@ -26,9 +26,11 @@ from svdbench.measure.flops import RunFlops, from_schema_3
 from svdbench.measure.memory import MemoryPeak
 from svdbench.measure.profile import Profile
 from svdbench.measure.timing import Latency, Phases, Startup, Steps, Throughput
+from svdbench.pipeline.call import video_seeds
 from svdbench.pipeline.parallel import RankShare
 from svdbench.quality.records import QualitySamples
-from svdbench.record.identity import Environment, Provenance
+from svdbench.record.identity import Environment, Provenance, config_hash
+from svdbench.settings.config import RunConfig
 
 # skipped: a sweep job not started because its estimated time exceeded what was left of sweep.budget_s.
 STATUSES = ("ok", "unsupported", "oom", "nan", "error", "interrupted", "skipped")
@@ -113,6 +115,26 @@ class RunResult:
     provenance: Provenance | None = None
     started_at: str = field(default_factory=now_iso)
     finished_at: str | None = None
+
+    @classmethod
+    def of(cls, cfg: RunConfig, **fields: Any) -> RunResult:
+        """The result of a run of `cfg` before anything is measured: what it is (config hash, model, mode,
+        shape, seeds), the rest as `fields` give it."""
+        return cls(
+            config_hash=config_hash(cfg),
+            model=cfg.model.name,
+            weights=cfg.model.weights,
+            opt=cfg.opt.name,
+            cond=cfg.cond.name,
+            num_frames=cfg.num_frames,
+            height=cfg.height,
+            width=cfg.width,
+            num_inference_steps=cfg.num_inference_steps,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            seeds=video_seeds(cfg),
+            **fields,
+        )
 
     def fail(self, status: str, reason: str) -> None:
         assert status in STATUSES, status

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from svdbench.plan.cost import JobEstimate, corrected, on_this_machine
-from svdbench.record.identity import config_hash
 from svdbench.record.results import RunResult, now_iso
 from svdbench.settings.config import RunConfig
 
@@ -159,19 +158,4 @@ def after_job(cfg: RunConfig, sweep: str, verdict: Verdict, actual_s: float, sta
 
 
 def skipped_result(cfg: RunConfig, reason: str) -> RunResult:
-    return RunResult(
-        status="skipped",
-        reason=reason,
-        config_hash=config_hash(cfg),
-        model=cfg.model.name,
-        weights=cfg.model.weights,
-        opt=cfg.opt.name,
-        cond=cfg.cond.name,
-        num_frames=cfg.num_frames,
-        height=cfg.height,
-        width=cfg.width,
-        num_inference_steps=cfg.num_inference_steps,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        finished_at=now_iso(),
-    )
+    return RunResult.of(cfg, status="skipped", reason=reason, finished_at=now_iso())
