@@ -55,6 +55,9 @@ def test_random_weights_are_deterministic_from_the_seed_and_honour_the_dtype():
         assert torch.isfinite(p).all() and p.abs().max() < 10
 
 
+# Two whole runs (about 40 s on 2 cores): in the slow set; loading a checkpoint from disk stays in the default
+# suite through tests/test_batch_and_startup.py's time-to-first-video test.
+@pytest.mark.slow
 def test_pretrained_loader_reads_a_saved_pipeline_back(tmp_path):
     """save_pretrained a tiny random pipeline, load it through model.path: the same frames come out."""
     pipe = build_random_pipeline("tiny", torch.float32, "cpu", seed=42)

@@ -156,6 +156,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+# A 12-step run that the disk fills under: about 100 s on 2 cores, so in the slow set (CI runs it).
+@pytest.mark.slow
 def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
     run = start_cli(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=12")
     log = small_disk / "run" / "__main__.log"
