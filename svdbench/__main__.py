@@ -14,12 +14,22 @@ import sys
 import warnings
 from pathlib import Path
 
-import hydra
-from hydra.types import RunMode
-from omegaconf import DictConfig
 
-from svdbench.settings.config import SWEEP_ENV, ConfigError, register_configs, to_run_config
-from svdbench.settings.hydra_api import SCHEMA_MATCH, VERSION_BASE, HydraConfig
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C or SIGTERM while Python is still importing (a sweep's job that is interrupted as it starts): exit
+    130 without a traceback; nothing was written yet. cli() puts the run's own handler in place."""
+    sys.exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+signal.signal(signal.SIGTERM, _interrupted_while_starting)
+
+import hydra  # noqa: E402  (after the handlers above: importing Hydra and the settings takes a second or more)
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from svdbench.settings.config import SWEEP_ENV, ConfigError, register_configs, to_run_config  # noqa: E402
+from svdbench.settings.hydra_api import SCHEMA_MATCH, VERSION_BASE, HydraConfig  # noqa: E402
 
 # Only Hydra and the settings are imported up here, so that a bad command line is refused in half a second;
 # torch and everything that measures or writes come in once the settings are known to be good.
@@ -105,14 +115,14 @@ def cli() -> None:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
-    from svdbench.sweep.plugins import register_plugins
-    from svdbench.sweep.ray import register as register_ray_launcher
+    try:  # the imports too: a sweep's job interrupted as it starts is still importing torch
+        from svdbench.sweep.plugins import register_plugins
+        from svdbench.sweep.ray import register as register_ray_launcher
 
-    register_plugins()
-    register_ray_launcher()  # hydra/launcher=ray (Ray itself is imported only when a sweep uses it)
-    if _rank() != 0:
-        _scratch_run_dir()
-    try:
+        register_plugins()
+        register_ray_launcher()  # hydra/launcher=ray (Ray itself is imported only when a sweep uses it)
+        if _rank() != 0:
+            _scratch_run_dir()
         main()
     except KeyboardInterrupt:
         print(f"Interrupted. {_next_step()}", file=sys.stderr)

@@ -37,20 +37,20 @@ def test_a_compiled_mode_is_checked_with_another_image_and_another_seed(tmp_path
 def test_a_compile_check_failure_is_data_not_a_crash(tmp_path):
     """A second-input call that fails is recorded as an error call; the run stays ok. The fault is injected
     (the check's seeded generator raises): no real failure of a compiled pipeline can be provoked on a CPU."""
-    import svdbench.runner as runner
+    import svdbench.pipeline.call as call_module
 
-    original = runner.generators
+    original = call_module.generators
 
     def failing(cfg, seed=None):
         if seed is not None:  # only the compile check passes a seed: make its call fail inside the pipeline
             raise RuntimeError("generator refused for the test")
         return original(cfg, seed)
 
-    runner.generators = failing
+    call_module.generators = failing
     try:
         result = run_tiny(tmp_path, "opt=compile", "opt.compile.mode=default", "bench.repeats=1")
     finally:
-        runner.generators = original
+        call_module.generators = original
     assert result.status == "ok", result.reason
     calls = {c.kind: c for c in result.compile_check.calls}
     assert calls["another image"].status == "ok"
