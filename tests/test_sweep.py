@@ -183,6 +183,7 @@ def test_optuna_tradeoff_search_with_a_few_tiny_trials(tmp_path):
         "experiment=tradeoff",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.sampler.population_size=2",
+        "hydra.sweeper.params.dtype=fp32",  # bf16 on a CPU takes ~30 s a call; the search is what is tested here
         "hydra.sweep.dir=sweep",
         "sweep.flicker_limit=null",
         *QUIET,
