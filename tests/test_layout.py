@@ -123,3 +123,16 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     )
     rank = {name: i for i, name in enumerate(LAYERS)}
     assert rank[_layer("svdbench.settings.config")] < rank[_layer("svdbench.runner")]
+
+
+@pytest.mark.parametrize("command", ["svdbench.__main__", "svdbench.plan.__main__", "svdbench.metrics.__main__"])
+def test_a_command_line_is_checked_before_the_heavy_libraries_load(command):
+    """A bad command line or `--help` is answered before torch, diffusers or transformers are imported (several
+    seconds): importing a command's module loads none of them; they come once the settings are known to be good."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "diffusers", "transformers")
+    code = f"import sys, {command}; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

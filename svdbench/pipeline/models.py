@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from svdbench.pipeline import use_pil_clip_processor
 from svdbench.settings.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def build_components(architecture: str, dtype: torch.dtype, device: torch.device
     the meta parameters are materialized there with seeded random weights, so that a 1.5 B-parameter UNet
     costs one pass of the default initializers there rather than a CPU init and a copy.
     """
+    use_pil_clip_processor()
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -87,6 +89,7 @@ def build_components(architecture: str, dtype: torch.dtype, device: torch.device
 
 def build_random_pipeline(architecture: str, dtype: torch.dtype, device: torch.device | str, seed: int):
     """The architecture with seeded random weights, built directly on `device` (`build_components`)."""
+    use_pil_clip_processor()
     from diffusers import StableVideoDiffusionPipeline
 
     return StableVideoDiffusionPipeline(**build_components(architecture, dtype, device, seed))
@@ -290,6 +293,7 @@ def resolve_pretrained_dir(model: ModelConfig) -> Path:
 
 
 def load_pretrained_pipeline(model: ModelConfig, dtype: torch.dtype):
+    use_pil_clip_processor()
     from diffusers import StableVideoDiffusionPipeline
 
     directory = resolve_pretrained_dir(model)

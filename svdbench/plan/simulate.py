@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from svdbench.pipeline import use_pil_clip_processor
 from svdbench.pipeline.models import build_components
 from svdbench.plan.tracker import LiveBytes
 from svdbench.plan.weights import SUB_PHASES
@@ -54,6 +55,7 @@ class Simulation:
 
 @functools.cache
 def _planned_pipeline_class() -> type:
+    use_pil_clip_processor()
     from diffusers import StableVideoDiffusionPipeline
 
     class PlannedPipeline(StableVideoDiffusionPipeline):
