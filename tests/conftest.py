@@ -26,6 +26,15 @@ FAST = ["num_inference_steps=2", "bench.warmup=0", "bench.repeats=1", "bench.pro
 
 register_configs()
 
+# Under xdist (addopts: -n 2, one worker per core of the 2-core machine) each worker and the runs it starts use one
+# torch thread: two workers of two threads each, plus their subprocesses, would fight over two cores. `-m benchmark`
+# runs in one process and keeps torch's default.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
