@@ -141,8 +141,20 @@ EXPERIMENT = [*FAST, "bench.repeats=2", "opt=chunking", "cond.motion_bucket_id=1
 
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A real CLI run with W&B offline (the default logger): (run directory, finished process)."""
-    cwd = tmp_path_factory.mktemp("recorded")
-    proc = run_cli(cwd, "hydra.run.dir=run", *EXPERIMENT, "logger.tags=[test,tiny]", "logger.notes='from the tests'")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "run", proc
+    """A real CLI run with W&B offline (the default logger): (run directory, finished process). Read only. Run
+    once for the whole session: under xdist the first worker to need it runs it while the other waits on a lock,
+    and the process's output is kept beside the run for the other."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is popen-gwN inside the session's own directory, shared by the workers.
+    cwd = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "recorded"
+    cwd.mkdir(exist_ok=True)
+    with FileLock(str(cwd / "lock")):
+        kept = cwd / "process.json"
+        if not kept.exists():
+            args = ("hydra.run.dir=run", *EXPERIMENT, "logger.tags=[test,tiny]", "logger.notes='from the tests'")
+            proc = run_cli(cwd, *args)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            kept.write_text(json.dumps([proc.args, proc.returncode, proc.stdout, proc.stderr]))
+    return cwd / "run", subprocess.CompletedProcess(*json.loads(kept.read_text()))
