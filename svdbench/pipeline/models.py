@@ -293,10 +293,10 @@ def resolve_pretrained_dir(model: ModelConfig) -> Path:
 
 
 def load_pretrained_pipeline(model: ModelConfig, dtype: torch.dtype):
+    directory = resolve_pretrained_dir(model)  # first: missing weights are said before diffusers' seconds of imports
     use_pil_clip_processor()
     from diffusers import StableVideoDiffusionPipeline
 
-    directory = resolve_pretrained_dir(model)
     variant = model.variant
     if variant and not any(directory.glob(f"unet/*.{variant}.*")):
         log.info("No %s weight files in %s; loading the default ones.", variant, directory)
