@@ -162,13 +162,7 @@ def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
     run = start_cli(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=12")
     log = small_disk / "run" / "__main__.log"
     wait_for(lambda: log.exists() and "cold call" in log.read_text())
-    with open(small_disk / "filler", "wb", buffering=0) as filler:  # another program fills the disk meanwhile
-        try:
-            while True:
-                filler.write(b"\0" * 65536)
-        except OSError:
-            pass
-    os.truncate(small_disk / "filler", os.path.getsize(small_disk / "filler") - 64 * 1024)  # 64 kB left
+    _fill(small_disk, leave=64 * 1024)  # another program fills the disk meanwhile; 64 kB left
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
     result = RunResult.load(small_disk / "run")
@@ -177,6 +171,40 @@ def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
     run_dir = small_disk / "run"
     assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
     assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+
+
+def _fill(disk: Path, leave: int = 0) -> None:
+    """Another program fills the disk: a file grown until the disk refuses more, then cut by `leave` bytes."""
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+        except OSError:
+            pass
+    if leave:
+        os.truncate(disk / "filler", os.path.getsize(disk / "filler") - leave)
+
+
+# A two-job sweep on a real 12 MiB file system that another program fills between the jobs: about 40 s, slow set.
+@pytest.mark.slow
+def test_a_disk_that_fills_between_two_sweep_jobs_keeps_the_first_jobs_record(small_disk):
+    args = ("-m", "hydra.sweep.dir=sweep", "cond.motion_bucket_id=60,180", *QUIET)
+    sweep = start_cli(small_disk, *args)
+    wait_for(lambda: (small_disk / "sweep" / "1").exists())  # job 0's process has ended, job 1's is starting
+    kept = files_of(small_disk / "sweep" / "0")
+    _fill(small_disk)
+    _, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert "the sweep stopped at job #1" in stderr and "No space left on device" in stderr, stderr[-3000:]
+    assert "re-run the same command with hydra.sweep.dir=sweep to resume" in stderr
+    assert files_of(small_disk / "sweep" / "0") == kept  # the finished job's record, byte for byte
+    assert RunResult.load(small_disk / "sweep" / "0").status == "ok"
+    leftovers = [p for p in (small_disk / "sweep").rglob("*") if ".tmp" in p.name]
+    assert not leftovers and all(p.stat().st_size > 0 for p in (small_disk / "sweep").rglob("*.json"))
+    (small_disk / "filler").unlink()  # space again: the same command resumes, job 0 is not measured twice
+    resumed = run_cli(small_disk, *args)
+    assert resumed.returncode == 0 and resumed.stderr.count("Skipping") == 1, resumed.stderr[-3000:]
+    assert RunResult.load(small_disk / "sweep" / "1").status == "ok"
 
 
 def test_a_file_system_without_free_inodes_is_refused_before_any_work(tmp_path):
