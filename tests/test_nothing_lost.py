@@ -156,21 +156,31 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-# A 12-step run that the disk fills under: about 100 s on 2 cores, so in the slow set (CI runs it).
+# A 12-step run that the disk fills under, in bytes or in inodes: about 100 s each on 2 cores, so in the slow set
+# (CI runs it).
 @pytest.mark.slow
-def test_a_disk_that_fills_up_mid_run_costs_no_measurement(small_disk):
-    run = start_cli(small_disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=12")
-    log = small_disk / "run" / "__main__.log"
-    wait_for(lambda: log.exists() and "cold call" in log.read_text())
-    _fill(small_disk, leave=64 * 1024)  # another program fills the disk meanwhile; 64 kB left
-    _, stderr = run.communicate(timeout=300)
-    assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
-    result = RunResult.load(small_disk / "run")
-    assert result.status == "ok" and len(result.latency.calls_s) == 3 and result.memory is not None
-    assert any("No space left on device" in why for why in result.file_errors.values())
-    run_dir = small_disk / "run"
-    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
-    assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+@pytest.mark.parametrize("runs_out_of", ["bytes", "inodes"])
+def test_a_disk_that_fills_up_mid_run_costs_no_measurement(tmp_path, runs_out_of):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=12m" if runs_out_of == "bytes" else "size=64m,nr_inodes=200")
+    try:
+        run = start_cli(disk, "hydra.run.dir=run", "logger=none", "bench.progress=false", "num_inference_steps=12")
+        log = disk / "run" / "__main__.log"
+        wait_for(lambda: log.exists() and "cold call" in log.read_text())
+        if runs_out_of == "bytes":
+            _fill(disk, leave=64 * 1024)  # another program fills the disk meanwhile; 64 kB left
+        else:
+            _fill_inodes(disk)  # ... or takes every inode left
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+        result = RunResult.load(disk / "run")  # the final version: it lists the files that could not be written
+        assert result.status == "ok" and len(result.latency.calls_s) == 3 and result.memory is not None
+        assert any("No space left on device" in why for why in result.file_errors.values()), result.file_errors
+        run_dir = disk / "run"
+        assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
+        assert all(p.stat().st_size > 0 for p in run_dir.iterdir() if p.is_file() and p.name != ".svdbench.lock")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _fill(disk: Path, leave: int = 0) -> None:
@@ -183,6 +193,15 @@ def _fill(disk: Path, leave: int = 0) -> None:
             pass
     if leave:
         os.truncate(disk / "filler", os.path.getsize(disk / "filler") - leave)
+
+
+def _fill_inodes(disk: Path) -> None:
+    """Another program takes every free inode: empty files until the file system refuses one more."""
+    try:
+        for n in range(100_000):
+            (disk / f"filler-{n}").touch()
+    except OSError:
+        pass
 
 
 # A two-job sweep on a real 12 MiB file system that another program fills between the jobs: about 40 s, slow set.

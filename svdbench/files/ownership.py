@@ -22,7 +22,7 @@ MARKER = ".svdbench-dir.json"
 KINDS = ("run", "sweep", "replay", "compare", "pictures")
 # Files of svdbench's own bookkeeping that do not make a directory anyone's (a lock and a reserve survive a
 # crash; the marker's temporary name survives a kill during its write).
-INTERNAL = (LOCK_FILE, MARKER, ".svdbench.reserve")
+INTERNAL = (LOCK_FILE, MARKER, ".svdbench.reserve", ".svdbench.reserve-inode")
 # What a marker may be at most: anything larger is not one of ours.
 MARKER_MAX_BYTES = 64 * 1024
 SHOWN = 5  # file names quoted in a refusal

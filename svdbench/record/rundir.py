@@ -48,8 +48,10 @@ SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the s
 # Free inodes a run needs: its files, their temporary names, the W&B run's files.
 INODES_NEEDED = 64
 # Disk space held back while the artifacts are written, so that the final results.json (which lists them, and
-# any that failed) and the last log lines still fit when an artifact fills the disk.
+# any that failed) and the last log lines still fit when an artifact fills the disk. The second file is empty:
+# its inode is for the final results.json when the inodes run out (the first's may have gone to the first version).
 RESERVE_FILE = ".svdbench.reserve"
+SPARE_INODE_FILE = ".svdbench.reserve-inode"
 RESERVE_BYTES = 512 * 1024
 
 
@@ -415,7 +417,8 @@ def write_record(
     from svdbench.record.report import REPORT_FILE, write_run_report
 
     artifact("report", REPORT_FILE, lambda tmp: write_run_report(tmp, run_dir, result))  # last: it links the others
-    (run_dir / RESERVE_FILE).unlink(missing_ok=True)  # its room is for what follows
+    for reserve in (RESERVE_FILE, SPARE_INODE_FILE):  # their room and inodes are for what follows
+        (run_dir / reserve).unlink(missing_ok=True)
     if result.file_errors:
         result.notes.append(
             f"{len(result.file_errors)} file(s) could not be written ({', '.join(result.file_errors)}); the "
@@ -457,7 +460,8 @@ def _write_media(cfg: RunConfig, result: RunResult, videos: np.ndarray, artifact
 
 
 def reserve_space(run_dir: Path) -> Path | None:
-    """Hold back RESERVE_BYTES in the run directory until its record is written (see RESERVE_FILE)."""
+    """Hold back RESERVE_BYTES and two inodes in the run directory until its record is written (see
+    RESERVE_FILE)."""
     path = Path(run_dir) / RESERVE_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -465,6 +469,7 @@ def reserve_space(run_dir: Path) -> Path | None:
             os.posix_fallocate(fd, 0, RESERVE_BYTES)
         finally:
             os.close(fd)
+        (Path(run_dir) / SPARE_INODE_FILE).touch()
         return path
     except OSError:  # no room even for that, or no fallocate here: the artifacts are tried all the same
         path.unlink(missing_ok=True)
