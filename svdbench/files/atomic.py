@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 LOCK_FILE = ".svdbench.lock"
+# Disk space held back while a run's artifacts are written, so that the final results.json (which lists them, and
+# any that failed) and the last log lines still fit when an artifact fills the disk. The second file is empty:
+# its inode is for the final results.json when the inodes run out (the first's may have gone to the first version).
+RESERVE_FILE = ".svdbench.reserve"
+SPARE_INODE_FILE = ".svdbench.reserve-inode"
 
 
 @contextlib.contextmanager

@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from svdbench.files.atomic import LOCK_FILE, describe_os_error, write_json_atomic
+from svdbench.files.atomic import LOCK_FILE, RESERVE_FILE, SPARE_INODE_FILE, describe_os_error, write_json_atomic
 
 MARKER = ".svdbench-dir.json"
 KINDS = ("run", "sweep", "replay", "compare", "pictures")
 # Files of svdbench's own bookkeeping that do not make a directory anyone's (a lock and a reserve survive a
 # crash; the marker's temporary name survives a kill during its write).
-INTERNAL = (LOCK_FILE, MARKER, ".svdbench.reserve", ".svdbench.reserve-inode")
+INTERNAL = (LOCK_FILE, MARKER, RESERVE_FILE, SPARE_INODE_FILE)
 # What a marker may be at most: anything larger is not one of ours.
 MARKER_MAX_BYTES = 64 * 1024
 SHOWN = 5  # file names quoted in a refusal

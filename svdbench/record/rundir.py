@@ -32,7 +32,15 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from svdbench.files.atomic import DirectoryBusy, DirectoryLock, atomic_path, describe_os_error
+from svdbench.files.atomic import (
+    RESERVE_FILE,
+    SPARE_INODE_FILE,
+    DirectoryBusy,
+    DirectoryLock,
+    atomic_path,
+    describe_os_error,
+    write_text_atomic,
+)
 from svdbench.files.ownership import DirectoryTaken, check_free, job_purpose, mark, unusable_location
 from svdbench.record.identity import environment, is_presentation, provenance
 from svdbench.record.results import RESULTS_FILE, ResultsError, RunResult
@@ -47,12 +55,7 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 SWEEP_FILE = "multirun.yaml"  # Hydra's record of the sweep's settings, in the sweep directory
 # Free inodes a run needs: its files, their temporary names, the W&B run's files.
 INODES_NEEDED = 64
-# Disk space held back while the artifacts are written, so that the final results.json (which lists them, and
-# any that failed) and the last log lines still fit when an artifact fills the disk. The second file is empty:
-# its inode is for the final results.json when the inodes run out (the first's may have gone to the first version).
-RESERVE_FILE = ".svdbench.reserve"
-SPARE_INODE_FILE = ".svdbench.reserve-inode"
-RESERVE_BYTES = 512 * 1024
+RESERVE_BYTES = 512 * 1024  # in RESERVE_FILE (svdbench.files.atomic)
 
 
 class OutputLocationError(OSError):
@@ -459,9 +462,19 @@ def _write_media(cfg: RunConfig, result: RunResult, videos: np.ndarray, artifact
         artifact("frames", "frames.npz", frames)
 
 
+def record_unrun_job(job_dir: Path, overrides: list[str], result: RunResult) -> None:
+    """The record of a sweep job that never ran (invalid settings, interrupted before it started): its overrides,
+    so that the directory says what the job was, and `result`."""
+    import yaml
+
+    (job_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(job_dir / OVERRIDES_FILE, yaml.safe_dump(overrides))
+    result.save(job_dir)
+
+
 def reserve_space(run_dir: Path) -> Path | None:
-    """Hold back RESERVE_BYTES and two inodes in the run directory until its record is written (see
-    RESERVE_FILE)."""
+    """Hold back RESERVE_BYTES and two inodes in the run directory until its record is written (RESERVE_FILE and
+    SPARE_INODE_FILE, svdbench.files.atomic)."""
     path = Path(run_dir) / RESERVE_FILE
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

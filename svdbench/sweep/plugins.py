@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, open_dict
 
 from svdbench.files.atomic import describe_os_error, write_text_atomic
 from svdbench.files.ownership import DirectoryTaken, check_free, job_purpose, mark
 from svdbench.record.results import RunResult, now_iso
-from svdbench.record.rundir import OVERRIDES_FILE, set_aside
+from svdbench.record.rundir import record_unrun_job, set_aside
 from svdbench.settings.hydra_api import (
     BasicSweeper,
     JobReturn,
@@ -141,9 +140,7 @@ class SweepLauncher(Launcher):
             if not check_free(job_dir, "run", self._purpose(), _HOW):
                 mark(job_dir, "run", self._purpose())
             set_aside(job_dir, "replaced by a job with invalid settings")
-            (job_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(job_dir / OVERRIDES_FILE, yaml.safe_dump(overrides))
-            RunResult(status="error", reason=problem, finished_at=now_iso()).save(job_dir)
+            record_unrun_job(job_dir, overrides, RunResult(status="error", reason=problem, finished_at=now_iso()))
         except DirectoryTaken as exc:
             log.error("Job #%d not recorded: %s", idx, exc.strerror)
         except OSError as exc:

@@ -27,12 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from svdbench.record.identity import config_hash
 from svdbench.record.results import ResultsError, RunResult, now_iso
-from svdbench.record.rundir import OVERRIDES_FILE, set_aside
+from svdbench.record.rundir import record_unrun_job, set_aside
 from svdbench.settings.config import to_run_config
 from svdbench.settings.hydra_api import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from svdbench.sweep.jobs import objectives, previous_result, run_in_child
@@ -131,9 +130,8 @@ class RaySweepLauncher(SweepLauncher):
                 try:
                     RunResult.load(run_dir)
                 except ResultsError:  # a job that never started: its directory says what it was and why it is empty
-                    (run_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
-                    (run_dir / OVERRIDES_FILE).write_text(yaml.safe_dump(overrides))
-                    RunResult(status="interrupted", reason="Interrupted before the job started.").save(run_dir)
+                    interrupted = RunResult(status="interrupted", reason="Interrupted before the job started.")
+                    record_unrun_job(run_dir, overrides, interrupted)
                 log.info("Job #%d interrupted (%s)", idx, run_dir)
             raise
 
